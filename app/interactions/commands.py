@@ -1,0 +1,118 @@
+"""The five slash commands: their registration payloads and how each is answered."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+# Discord's enums, as numbers on the wire.
+CHAT_INPUT: Final = 1
+OPTION_STRING: Final = 3
+OPTION_INTEGER: Final = 4
+CONTEXT_GUILD: Final = 0
+INSTALL_GUILD: Final = 0
+MANAGE_GUILD: Final = 1 << 5
+
+ASK: Final = "ask"
+SEARCH: Final = "search"
+SUMMARIZE: Final = "summarize"
+STATS: Final = "stats"
+SYNC: Final = "sync"
+
+SEARCH_LIMIT_MAX: Final = 10
+SUMMARIZE_COUNT_DEFAULT: Final = 50
+SUMMARIZE_COUNT_MAX: Final = 500
+QUESTION_MAX_LENGTH: Final = 500
+
+
+def _command(name: str, description: str, options: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": CHAT_INPUT,
+        "description": description,
+        "options": options,
+        # History lives in guild channels; the commands make no sense in DMs.
+        "contexts": [CONTEXT_GUILD],
+        "integration_types": [INSTALL_GUILD],
+    }
+
+
+COMMANDS: Final[list[dict[str, Any]]] = [
+    _command(
+        ASK,
+        "Ask a question about this server's history",
+        [
+            {
+                "type": OPTION_STRING,
+                "name": "question",
+                "description": "What you want to know",
+                "required": True,
+                "min_length": 2,
+                "max_length": QUESTION_MAX_LENGTH,
+            },
+            {
+                "type": OPTION_STRING,
+                "name": "scope",
+                "description": "Where to look: this channel (default) or every channel you can see",
+                "required": False,
+                "choices": [
+                    {"name": "this channel", "value": "channel"},
+                    {"name": "whole server", "value": "server"},
+                ],
+            },
+        ],
+    ),
+    _command(
+        SEARCH,
+        "Find the messages in this channel that best match a query",
+        [
+            {
+                "type": OPTION_STRING,
+                "name": "query",
+                "description": "What to look for",
+                "required": True,
+                "min_length": 2,
+                "max_length": QUESTION_MAX_LENGTH,
+            },
+            {
+                "type": OPTION_INTEGER,
+                "name": "limit",
+                "description": "How many results (1-10, default 5)",
+                "required": False,
+                "min_value": 1,
+                "max_value": SEARCH_LIMIT_MAX,
+            },
+        ],
+    ),
+    _command(
+        SUMMARIZE,
+        "Summarize this channel's recent messages",
+        [
+            {
+                "type": OPTION_INTEGER,
+                "name": "count",
+                "description": "How many recent messages (1-500, default 50)",
+                "required": False,
+                "min_value": 1,
+                "max_value": SUMMARIZE_COUNT_MAX,
+            }
+        ],
+    ),
+    _command(STATS, "Message count, date range and top authors of this channel", []),
+    {
+        **_command(SYNC, "Sync this channel's history now", []),
+        "default_member_permissions": str(MANAGE_GUILD),
+    },
+]
+
+COMMAND_NAMES: Final = frozenset(c["name"] for c in COMMANDS)
+
+
+def is_ephemeral(name: str, options: dict[str, Any]) -> bool:
+    """Whether the deferred answer is visible only to the invoking user.
+
+    Server-wide answers may quote channels other members cannot see, so they
+    are always private; /search, /stats and /sync are private by nature.
+    """
+    if name == ASK:
+        return options.get("scope") == "server"
+    return name in (SEARCH, STATS, SYNC)
