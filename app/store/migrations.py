@@ -1,0 +1,142 @@
+"""Versioned schema migrations: numbered SQL steps, each applied once in its own transaction.
+
+To change the schema, append a `Migration` with the next number to `MIGRATIONS`; never edit
+one that has shipped. The SQL is written for SQLite and kept portable; `render` rewrites the
+few type names that differ on Postgres.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: a version number, a short name and its statements."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "messages, channels, roles",
+        (
+            """CREATE TABLE channels (
+                id TEXT PRIMARY KEY,
+                guild_id TEXT,
+                name TEXT NOT NULL DEFAULT '',
+                type INTEGER NOT NULL DEFAULT 0,
+                parent_id TEXT,
+                position INTEGER NOT NULL DEFAULT 0,
+                permission_overwrites TEXT NOT NULL DEFAULT '[]',
+                newest_synced_id BIGINT,
+                backfill_before_id BIGINT,
+                backfill_complete BOOLEAN NOT NULL DEFAULT FALSE,
+                last_synced_at DATETIME,
+                access TEXT NOT NULL DEFAULT 'ok'
+            )""",
+            "CREATE INDEX ix_channels_guild ON channels (guild_id)",
+            "CREATE INDEX ix_channels_parent ON channels (parent_id)",
+            """CREATE TABLE messages (
+                id INTEGER PRIMARY KEY,
+                channel_id TEXT NOT NULL REFERENCES channels (id),
+                guild_id TEXT,
+                author_id TEXT NOT NULL,
+                author_name TEXT NOT NULL DEFAULT '',
+                author_is_bot BOOLEAN NOT NULL DEFAULT FALSE,
+                content TEXT NOT NULL,
+                timestamp DATETIME NOT NULL,
+                edited BOOLEAN DEFAULT FALSE,
+                edited_at DATETIME,
+                deleted BOOLEAN DEFAULT FALSE,
+                message_type INTEGER NOT NULL DEFAULT 0,
+                reply_to_id BIGINT,
+                attachments TEXT,
+                embeds TEXT,
+                content_hash TEXT NOT NULL,
+                index_state TEXT NOT NULL DEFAULT 'pending'
+            )""",
+            "CREATE INDEX ix_messages_channel ON messages (channel_id, id)",
+            "CREATE INDEX ix_messages_author ON messages (author_id, id)",
+            "CREATE INDEX ix_messages_index_state ON messages (index_state, id)",
+            """CREATE TABLE roles (
+                id TEXT PRIMARY KEY,
+                guild_id TEXT NOT NULL,
+                name TEXT NOT NULL DEFAULT '',
+                permissions TEXT NOT NULL DEFAULT '0',
+                position INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX ix_roles_guild ON roles (guild_id)",
+        ),
+    ),
+)
+
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)"""
+
+# Postgres spellings of the SQLite types above. "INTEGER PRIMARY KEY" is SQLite's rowid alias
+# (64-bit); Postgres needs BIGINT for snowflakes. Times are stored as fixed-width UTC text.
+_POSTGRES_TYPES = (("INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY"), ("DATETIME", "TEXT"))
+
+
+def render(statement: str, dialect: str) -> str:
+    """A statement as the given database dialect ("sqlite" or "postgresql") spells it."""
+    if dialect.startswith("postgres"):
+        for sqlite_type, postgres_type in _POSTGRES_TYPES:
+            statement = statement.replace(sqlite_type, postgres_type)
+    return statement
+
+
+async def apply_migrations(
+    database: Any, migrations: Sequence[Migration] = MIGRATIONS
+) -> list[int]:
+    """Apply the migrations missing from `schema_version`, in order; return their versions."""
+    _check_sequence(migrations)
+    dialect = str(database.url.dialect)
+    await database.execute(_VERSION_TABLE)
+    rows = await database.fetch_all("SELECT version FROM schema_version")
+    done = {int(row["version"]) for row in rows}
+    applied: list[int] = []
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        async with database.transaction():
+            # Re-checked inside the transaction, so a concurrent migrator cannot apply it twice.
+            already = await database.fetch_val(
+                "SELECT COUNT(*) FROM schema_version WHERE version = :version",
+                {"version": migration.version},
+            )
+            if already:
+                continue
+            for statement in migration.statements:
+                await database.execute(render(statement, dialect))
+            await database.execute(
+                "INSERT INTO schema_version (version, name, applied_at) "
+                "VALUES (:version, :name, :applied_at)",
+                {
+                    "version": migration.version,
+                    "name": migration.name,
+                    "applied_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
+        logger.info("applied schema migration %d (%s)", migration.version, migration.name)
+        applied.append(migration.version)
+    return applied
+
+
+def _check_sequence(migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1..n in order, got {versions}")
