@@ -44,14 +44,24 @@ class RedisServer:
     the all-in-one process.
     """
 
-    def __init__(self, directory: Path, port: int | None = None, persist: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        persist: bool = True,
+        unix_socket: Path | None = None,
+    ) -> None:
         self.directory = directory
-        self.port = port if port is not None else free_port()
+        # With a unix socket there is no TCP listener at all: nothing else can reach it.
+        self.unix_socket = unix_socket
+        self.port = 0 if unix_socket is not None else port if port is not None else free_port()
         self.persist = persist
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.unix_socket is not None:
+            return f"unix://{self.unix_socket.resolve()}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -78,16 +88,23 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
+        if self.unix_socket is not None:
+            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+            args += ["--unixsocket", str(self.unix_socket.resolve()), "--unixsocketperm", "700"]
         self._process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                err = (
+                    self._process.stderr.read().decode(errors="replace")
+                    if self._process.stderr
+                    else ""
+                )
                 raise BotError(f"redis-server exited at start: {err.strip()[-300:]}")
-            if _answers_ping(self.port):
-                logger.info("redis-server started on 127.0.0.1:%d", self.port)
+            if self.answers_ping():
+                logger.info("redis-server started at %s", self.url)
                 return
             time.sleep(0.02)
         self.stop()
@@ -119,11 +136,17 @@ class RedisServer:
     ) -> None:
         self.stop()
 
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+    def answers_ping(self) -> bool:
+        """Whether the server answers PING right now."""
+        try:
+            if self.unix_socket is not None:
+                sock = socket.socket(socket.AF_UNIX)
+                sock.settimeout(0.2)
+                sock.connect(str(self.unix_socket.resolve()))
+            else:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.2)
+            with sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False

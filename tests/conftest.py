@@ -11,6 +11,8 @@ import redis.asyncio as aioredis
 
 from app.redis_server import RedisServer
 
+pytest_plugins = ["tests.fake_discord"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
