@@ -1,0 +1,176 @@
+"""The parts of an interaction the front door reads, and checks of command options."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from app.errors import BotError
+from app.interactions.commands import COMMANDS, MANAGE_GUILD, OPTION_INTEGER, OPTION_STRING
+
+# Discord's interaction types.
+PING: Final = 1
+APPLICATION_COMMAND: Final = 2
+
+ADMINISTRATOR: Final = 1 << 3
+
+__all__ = ["ADMINISTRATOR", "APPLICATION_COMMAND", "MANAGE_GUILD", "PING", "Interaction"]
+
+
+class MalformedInteraction(BotError):
+    """A correctly signed body that is not an interaction we can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One parsed interaction; `raw` is the whole dict, handed on to the worker untouched."""
+
+    type: int
+    id: str | None
+    raw: dict[str, Any] = field(repr=False)
+    command: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    permissions: int = 0
+
+    def has_permission(self, bit: int) -> bool:
+        """Whether the invoking member holds `bit`, administrators holding every bit."""
+        return bool(self.permissions & (bit | ADMINISTRATOR))
+
+
+def parse_interaction(body: bytes) -> Interaction:
+    """Read a verified body; raise MalformedInteraction when it is not an interaction."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedInteraction("body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise MalformedInteraction("body is not a JSON object")
+    kind = raw.get("type")
+    if type(kind) is not int:
+        raise MalformedInteraction("interaction has no integer type")
+    interaction_id = raw.get("id")
+    if interaction_id is not None and not isinstance(interaction_id, str):
+        raise MalformedInteraction("interaction id is not a string")
+    if kind != APPLICATION_COMMAND:
+        return Interaction(type=kind, id=interaction_id, raw=raw)
+    if interaction_id is None:
+        raise MalformedInteraction("command interaction has no id")
+    data = raw.get("data")
+    data = data if isinstance(data, dict) else {}
+    name = data.get("name")
+    return Interaction(
+        type=kind,
+        id=interaction_id,
+        raw=raw,
+        command=name if isinstance(name, str) else None,
+        options=_options(data.get("options")),
+        user_id=_user_id(raw),
+        permissions=_permissions(raw),
+    )
+
+
+def _options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, list):
+        return {}
+    return {
+        o["name"]: o.get("value")
+        for o in value
+        if isinstance(o, dict) and isinstance(o.get("name"), str)
+    }
+
+
+def _user_id(raw: dict[str, Any]) -> str | None:
+    member = raw.get("member")
+    user = member.get("user") if isinstance(member, dict) else raw.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    return user_id if isinstance(user_id, str) else None
+
+
+def _permissions(raw: dict[str, Any]) -> int:
+    member = raw.get("member")
+    value = member.get("permissions") if isinstance(member, dict) else None
+    # Discord sends the bit set as a decimal string; anything else grants nothing.
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _OptionRule:
+    name: str
+    kind: int
+    required: bool
+    choices: frozenset[Any] | None
+    min_value: int | None
+    max_value: int | None
+    min_length: int | None
+    max_length: int | None
+
+
+def _rules() -> dict[str, dict[str, _OptionRule]]:
+    rules: dict[str, dict[str, _OptionRule]] = {}
+    for command in COMMANDS:
+        rules[command["name"]] = {
+            o["name"]: _OptionRule(
+                name=o["name"],
+                kind=o["type"],
+                required=bool(o.get("required")),
+                choices=frozenset(c["value"] for c in o["choices"]) if "choices" in o else None,
+                min_value=o.get("min_value"),
+                max_value=o.get("max_value"),
+                min_length=o.get("min_length"),
+                max_length=o.get("max_length"),
+            )
+            for o in command["options"]
+        }
+    return rules
+
+
+class OptionChecker:
+    """Checks options against the registered command definitions.
+
+    Discord enforces these limits in its client, but a request can be crafted
+    by anyone holding a token, so the worker must never see values outside them.
+    """
+
+    def __init__(self) -> None:
+        self._rules = _rules()
+
+    def problem(self, command: str, options: dict[str, Any]) -> str | None:
+        """A short explanation of what is wrong with the options, or None when they are fine."""
+        rules = self._rules.get(command)
+        if rules is None:
+            return f"/{command} is not a command I know."
+        for name in options:
+            if name not in rules:
+                return f"/{command} has no option `{name}`."
+        for rule in rules.values():
+            if rule.name not in options:
+                if rule.required:
+                    return f"/{command} needs the option `{rule.name}`."
+                continue
+            problem = _check(rule, options[rule.name])
+            if problem is not None:
+                return f"`{rule.name}` {problem}."
+        return None
+
+
+def _check(rule: _OptionRule, value: Any) -> str | None:
+    if rule.kind == OPTION_INTEGER:
+        if type(value) is not int:
+            return "must be a whole number"
+        low, high = rule.min_value, rule.max_value
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"must be between {low} and {high}"
+    elif rule.kind == OPTION_STRING:
+        if not isinstance(value, str):
+            return "must be text"
+        if rule.min_length is not None and len(value) < rule.min_length:
+            return f"must be at least {rule.min_length} characters"
+        if rule.max_length is not None and len(value) > rule.max_length:
+            return f"must be at most {rule.max_length} characters"
+    if rule.choices is not None and value not in rule.choices:
+        return "must be one of " + ", ".join(sorted(str(c) for c in rule.choices))
+    return None

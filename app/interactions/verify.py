@@ -1,0 +1,57 @@
+"""Ed25519 verification of Discord's signed requests, done before anything reads the body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from app.errors import BotError
+
+_SIGNATURE_HEX_LENGTH = 128
+
+
+class SignatureError(BotError):
+    """The request is not signed by Discord, or was signed too long ago to trust."""
+
+
+class SignatureVerifier:
+    """Checks X-Signature-Ed25519 over X-Signature-Timestamp + raw body, and freshness.
+
+    The key is parsed once; `verify` is on the hot path of every interaction.
+    """
+
+    def __init__(self, public_key_hex: str, max_age: float, clock: Callable[[], float]) -> None:
+        try:
+            self._key = VerifyKey(bytes.fromhex(public_key_hex))
+        except (ValueError, TypeError) as exc:
+            raise BotError(f"DISCORD_PUBLIC_KEY: not a valid Ed25519 key ({exc})") from None
+        self.max_age = max_age
+        self.clock = clock
+
+    def verify(self, body: bytes, signature: str | None, timestamp: str | None) -> None:
+        """Raise SignatureError unless Discord signed exactly this body at a recent time."""
+        if not signature or not timestamp:
+            raise SignatureError("missing signature headers")
+        if len(signature) != _SIGNATURE_HEX_LENGTH:
+            raise SignatureError("signature is not 64 bytes of hex")
+        try:
+            raw_signature = bytes.fromhex(signature)
+            signed = timestamp.encode("ascii") + body
+        except (ValueError, UnicodeEncodeError):
+            raise SignatureError("signature or timestamp is malformed") from None
+        try:
+            self._key.verify(signed, raw_signature)
+        except BadSignatureError:
+            raise SignatureError("signature does not match") from None
+        except ValueError:
+            # bytes.fromhex skips spaces, so 128 characters may not be 64 bytes.
+            raise SignatureError("signature is not 64 bytes") from None
+        # Only a signed timestamp is worth reading; a replayed old request fails here.
+        try:
+            signed_at = int(timestamp)
+        except ValueError:
+            raise SignatureError("timestamp is not a number") from None
+        if abs(self.clock() - signed_at) > self.max_age:
+            raise SignatureError("timestamp is too far from now")

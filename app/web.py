@@ -1,0 +1,195 @@
+"""The web process: a Starlette app with POST /interactions and GET /health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from app.errors import SettingsError
+from app.interactions import responses
+from app.interactions.admission import Admission
+from app.interactions.endpoint import InteractionEndpoint
+from app.interactions.verify import SignatureVerifier
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES: Final = 1 << 20
+HEALTH_REDIS_TIMEOUT: Final = 0.5
+
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+_TOO_LARGE: Final = responses.error("request body is larger than 1 MiB")
+_NOT_READY: Final = responses.error("the service is starting or stopping")
+_METHOD: Final = responses.error("only POST is allowed here")
+_NO_KEY: Final = responses.error(
+    "DISCORD_PUBLIC_KEY is not set: copy it from the Discord developer portal into the"
+    " DISCORD_PUBLIC_KEY environment variable to accept interactions"
+)
+
+
+class _State:
+    """What the lifespan opens and the handlers use."""
+
+    redis: aioredis.Redis | None = None
+    endpoint: InteractionEndpoint | None = None
+
+
+class InteractionsRoute:
+    """A raw ASGI adapter around InteractionEndpoint, skipping Request-object overhead."""
+
+    def __init__(self, state: _State, configured: bool, max_body: int = MAX_BODY_BYTES) -> None:
+        self.state = state
+        self.configured = configured
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            return await _send(send, 405, _METHOD, [(b"allow", b"POST")])
+        if not self.configured:
+            return await _send(send, 503, _NO_KEY)
+        endpoint = self.state.endpoint
+        if endpoint is None:
+            return await _send(send, 503, _NOT_READY)
+        signature = timestamp = None
+        length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-signature-ed25519":
+                signature = value.decode("latin-1")
+            elif name == b"x-signature-timestamp":
+                timestamp = value.decode("latin-1")
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+        # Refuse an oversized body before reading it; without a length, cap while streaming.
+        if length > self.max_body:
+            return await _send(send, 413, _TOO_LARGE)
+        body = await _read_body(receive, self.max_body)
+        if body is None:
+            return await _send(send, 413, _TOO_LARGE)
+        status, payload = await endpoint.handle(body, signature, timestamp)
+        await _send(send, status, payload)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    message: Message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _send(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis: aioredis.Redis | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The web app; opens (and later closes) a Redis client unless one is handed in."""
+    if redis is None and settings.redis_url is None:
+        raise SettingsError("REDIS_URL: the web process needs the URL of the Redis queue")
+    state = _State()
+    verifier = (
+        SignatureVerifier(settings.discord_public_key, settings.signature_max_age, clock)
+        if settings.discord_public_key is not None
+        else None
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis
+        if client is None:
+            assert settings.redis_url is not None
+            client = aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
+            )
+        state.redis = client
+        admission: Admission | None = None
+        if verifier is not None:
+            admission = Admission(
+                client,
+                rate_limit_per_minute=settings.rate_limit_per_minute,
+                timeout=settings.redis_timeout,
+                clock=clock,
+            )
+            state.endpoint = InteractionEndpoint(verifier, admission)
+        else:
+            logger.warning("DISCORD_PUBLIC_KEY is not set: /interactions answers 503")
+        try:
+            yield
+        finally:
+            state.endpoint = None
+            state.redis = None
+            if admission is not None:
+                await admission.aclose()
+            if redis is None:
+                await client.aclose()
+
+    async def health(request: Request) -> Response:
+        """Ready when Redis answers, since without it no interaction can be admitted."""
+        client = state.redis
+        if client is None:
+            check: dict[str, object] = {"ok": False, "error": "not started"}
+        else:
+            check = await _ping(client)
+        ok = check["ok"] is True
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", "checks": {"redis": check}},
+            status_code=200 if ok else 503,
+        )
+
+    return Starlette(
+        routes=[
+            Route("/interactions", InteractionsRoute(state, configured=verifier is not None)),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+async def _ping(client: aioredis.Redis) -> dict[str, object]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(HEALTH_REDIS_TIMEOUT):
+            await client.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
