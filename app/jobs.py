@@ -8,7 +8,8 @@ JOB_KEY_PREFIX = "arq:job:"
 RESULT_KEY_PREFIX = "arq:result:"
 
 HANDLE_INTERACTION = "handle_interaction"
-SYNC_CHANNEL = "sync_channel"
+SYNC_GUILDS = "sync_guilds"
+RUN_SYNC = "run_sync"
 
 # Discord's epoch, for reading the creation time out of a snowflake id.
 DISCORD_EPOCH_MS = 1_420_070_400_000

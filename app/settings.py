@@ -128,7 +128,9 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     except ValueError as exc:
         raise SettingsError(f"{name}: not a valid URL ({exc})") from None
     if parts.scheme not in schemes:
-        raise SettingsError(f"{name}: must start with one of {', '.join(s + '://' for s in schemes)}")
+        raise SettingsError(
+            f"{name}: must start with one of {', '.join(s + '://' for s in schemes)}"
+        )
     if parts.scheme in ("http", "https", "redis", "rediss", "postgresql", "postgres") and not (
         parts.hostname
     ):

@@ -91,10 +91,11 @@ def test_dotenv_is_read_and_environment_wins(tmp_path: Path) -> None:
 
 def test_env_example_documents_every_variable() -> None:
     example = (Path(__file__).parents[1] / ".env.example").read_text()
-    for name in (
+    names = (
         "DISCORD_APPLICATION_ID DISCORD_PUBLIC_KEY DISCORD_BOT_TOKEN DISCORD_API_BASE "
         "SYNC_GUILD_IDS REDIS_URL DATABASE_URL CHROMA_PATH CHROMA_URL MODEL_PATH DATA_DIR PORT "
         "HOST METRICS_PORT LOG_LEVEL LOG_FORMAT RATE_LIMIT_PER_MINUTE SIGNATURE_MAX_AGE "
         "REDIS_TIMEOUT SYNC_INTERVAL SYNC_RECHECK_DAYS LLM_THREADS LLM_CONTEXT ANSWER_DEADLINE"
-    ).split():
+    )
+    for name in names.split():
         assert f"{name}=" in example, name

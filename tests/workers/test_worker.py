@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from app.store.db import Store
+from tests.fake_discord import FakeDiscord
+from tests.workers.conftest import interaction, run_worker, worker_settings
+
+
+def shown_text(fake: FakeDiscord, item: dict[str, Any]) -> str:
+    return "\n".join(m["content"] for m in fake.interaction(item["token"]).shown())
+
+
+async def test_sync_then_stats_answer_in_discord(
+    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+) -> None:
+    channel = fake_discord.add_channel(guild["id"], "general")
+    fake_discord.add_messages(channel["id"], 150, authors=["alice", "alice", "bob"])
+    settings = worker_settings(tmp_path, fake_discord, redis_url)
+    sync = interaction(fake_discord, "sync", guild_id=guild["id"], channel_id=channel["id"])
+    results = await run_worker(settings, [sync])
+    assert results[sync["id"]] == "ok"
+    text = shown_text(fake_discord, sync)
+    assert "Sync finished: 1 channels, 150 new, 0 edited, 0 deleted" in text
+    assert "not in SYNC_GUILD_IDS" in text
+
+    stats = interaction(fake_discord, "stats", guild_id=guild["id"], channel_id=channel["id"])
+    await run_worker(settings, [stats])
+    text = shown_text(fake_discord, stats)
+    assert "**150 messages**" in text
+    assert "1. Alice: 100" in text and "2. Bob: 50" in text
+    for message in fake_discord.interaction(stats["token"]).shown():
+        assert message["allowed_mentions"] == {"parse": []}
+    assert fake_discord.violations == []
+
+    async with Store.from_url(settings.database_url) as store:
+        assert await store.count_live([channel["id"]]) == 150
+
+
+async def test_stats_before_any_sync_says_to_sync(
+    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+) -> None:
+    channel = fake_discord.add_channel(guild["id"], "general")
+    settings = worker_settings(tmp_path, fake_discord, redis_url)
+    stats = interaction(fake_discord, "stats", guild_id=guild["id"], channel_id=channel["id"])
+    assert (await run_worker(settings, [stats]))[stats["id"]] == "empty"
+    assert "run `/sync`" in shown_text(fake_discord, stats)
+
+
+async def test_expired_interactions_are_dropped_without_a_reply(
+    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+) -> None:
+    channel = fake_discord.add_channel(guild["id"], "general")
+    settings = worker_settings(tmp_path, fake_discord, redis_url)
+    old = interaction(
+        fake_discord,
+        "stats",
+        guild_id=guild["id"],
+        channel_id=channel["id"],
+        created=time.time() - 16 * 60,
+    )
+    assert (await run_worker(settings, [old]))[old["id"]] == "expired"
+    assert fake_discord.interaction(old["token"]).shown() == []
+
+
+async def test_a_failing_command_tells_the_user_with_an_error_id(
+    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+) -> None:
+    channel = fake_discord.add_channel(guild["id"], "general")
+    settings = worker_settings(tmp_path, fake_discord, redis_url)
+    # The sync reads the channel with the bot token; a refused token fails the command.
+    fake_discord.token = "another-token-entirely-0000000000"
+    sync = interaction(fake_discord, "sync", guild_id=guild["id"], channel_id=channel["id"])
+    assert (await run_worker(settings, [sync]))[sync["id"]] == "error"
+    text = shown_text(fake_discord, sync)
+    assert text.startswith("Sorry, I couldn't answer that: the bot token was refused")
+    assert "error id `" in text
+
+
+async def test_unknown_command_is_answered(
+    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+) -> None:
+    channel = fake_discord.add_channel(guild["id"], "general")
+    settings = worker_settings(tmp_path, fake_discord, redis_url)
+    odd = interaction(fake_discord, "dance", guild_id=guild["id"], channel_id=channel["id"])
+    assert (await run_worker(settings, [odd]))[odd["id"]] == "unknown_command"
+    assert "/dance" in shown_text(fake_discord, odd)

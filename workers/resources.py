@@ -1,0 +1,43 @@
+"""What every job needs, opened once when the worker starts and closed when it stops."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+
+from app.discord.rest import DiscordRest
+from app.settings import Settings
+from app.state import State
+from app.sync.runner import SyncRunner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerResources:
+    """Shared collaborators of the job handlers."""
+
+    settings: Settings
+    redis: ArqRedis
+    rest: DiscordRest
+    state: State
+    sync: SyncRunner
+
+    async def close(self) -> None:
+        """Close what `open_resources` opened."""
+        await self.rest.aclose()
+        await self.state.close()
+
+
+async def open_resources(settings: Settings, redis: ArqRedis) -> WorkerResources:
+    """Open the worker's collaborators from its settings."""
+    if settings.discord_bot_token is None:
+        logger.warning("DISCORD_BOT_TOKEN is not set: sync cannot run; replies still work")
+    state = await State.open(settings, "the worker")
+    rest = DiscordRest(settings.discord_api_base, settings.discord_bot_token)
+    sync = SyncRunner(
+        rest, state.store, state.indexer, recheck_seconds=settings.sync_recheck_days * 86_400
+    )
+    return WorkerResources(settings=settings, redis=redis, rest=rest, state=state, sync=sync)

@@ -1,0 +1,210 @@
+"""The arq worker: receives queued interactions and runs the command handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.cron import cron
+from arq.worker import Worker, func
+
+from app.delivery import RedisFollowupLedger, Reply
+from app.errors import BotError
+from app.interactions.commands import is_ephemeral
+from app.interactions.invocation import InvalidInvocation, Invocation
+from app.jobs import (
+    HANDLE_INTERACTION,
+    INTERACTION_TOKEN_LIFETIME,
+    QUEUE_NAME,
+    RUN_SYNC,
+    SYNC_GUILDS,
+)
+from app.logs import interaction_id_var
+from app.settings import Settings
+from workers.handlers import HANDLERS
+from workers.resources import WorkerResources, open_resources
+
+logger = logging.getLogger(__name__)
+
+# Leave the last moments of the token's life unused: a reply needs time to land.
+_TOKEN_MARGIN = 20.0
+_LAST_SYNC_KEY = "sync:last_started"
+_IN_PROGRESS = "arq:in-progress:"
+# A sync runs at most this long per job; the next run resumes from the stored cursors.
+SYNC_JOB_TIMEOUT = 3600
+
+
+async def handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -> str:
+    """Answer one slash command; returns the outcome, which arq keeps as the result."""
+    resources: WorkerResources = ctx["resources"]
+    clock: Callable[[], float] = ctx.get("clock", time.time)
+    try:
+        invocation = Invocation.from_raw(interaction)
+    except InvalidInvocation as exc:
+        logger.error("dropping an unreadable interaction: %s", exc)
+        return "invalid"
+    token = interaction_id_var.set(invocation.id)
+    started = time.monotonic()
+    try:
+        age = clock() - invocation.created_at
+        if age > INTERACTION_TOKEN_LIFETIME - _TOKEN_MARGIN:
+            logger.warning(
+                "dropping /%s: the interaction is %.0f s old and its token has expired",
+                invocation.command,
+                age,
+            )
+            return "expired"
+        reply = Reply(
+            resources.rest,
+            RedisFollowupLedger(resources.redis),
+            interaction_id=invocation.id,
+            application_id=invocation.application_id,
+            token=invocation.token,
+            ephemeral=is_ephemeral(invocation.command, invocation.options),
+        )
+        outcome = await _dispatch(resources, invocation, reply, ctx.get("job_try", 1))
+        logger.info(
+            "job done",
+            extra={
+                "job": HANDLE_INTERACTION,
+                "command": invocation.command,
+                "outcome": outcome,
+                "try": ctx.get("job_try", 1),
+                "queue_wait_ms": round(max(0.0, started - ctx.get("enqueue_monotonic", started))),
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
+        )
+        return outcome
+    finally:
+        interaction_id_var.reset(token)
+
+
+async def _dispatch(
+    resources: WorkerResources, invocation: Invocation, reply: Reply, job_try: int
+) -> str:
+    handler = HANDLERS.get(invocation.command)
+    if handler is None:
+        await reply.send(f"I don't know the command /{invocation.command}.")
+        return "unknown_command"
+    try:
+        return await handler(resources, invocation, reply)
+    except asyncio.CancelledError:
+        # A shutdown or a job timeout: arq retries the job, which then answers.
+        raise
+    except Exception as exc:
+        error_id = uuid.uuid4().hex[:8]
+        logger.exception("/%s failed (error id %s)", invocation.command, error_id)
+        message = str(exc) if isinstance(exc, BotError) else "something went wrong on my side"
+        try:
+            await reply.send(f"Sorry, I couldn't answer that: {message}. (error id `{error_id}`)")
+        except Exception:
+            logger.exception("could not tell the user about error %s", error_id)
+        return "error"
+
+
+async def sync_configured_guilds(ctx: dict[str, Any]) -> str:
+    """The periodic sync of SYNC_GUILD_IDS; runs never overlap."""
+    resources: WorkerResources = ctx["resources"]
+    settings = resources.settings
+    if not settings.sync_guild_ids or settings.discord_bot_token is None:
+        return "not configured"
+    if resources.sync.running:
+        return "skipped: a sync is running"
+    now = ctx.get("clock", time.time)()
+    last = await resources.redis.get(_LAST_SYNC_KEY)
+    if last is not None and now - float(last) < settings.sync_interval:
+        return "not due"
+    await resources.redis.set(_LAST_SYNC_KEY, str(now))
+    summary = await resources.sync.sync_guilds(settings.sync_guild_ids)
+    return summary.line()
+
+
+async def run_sync(ctx: dict[str, Any], guilds: list[str], channels: list[str]) -> str:
+    """A sync asked for on the command line while this worker owns the state."""
+    resources: WorkerResources = ctx["resources"]
+    lines = []
+    if guilds:
+        lines.append((await resources.sync.sync_guilds(guilds)).line())
+    if channels:
+        lines.append((await resources.sync.sync_channels(channels)).line())
+    return "; ".join(lines)
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    resources = await open_resources(settings, ctx["redis"])
+    ctx["resources"] = resources
+    if resources.state.lock is not None:
+        # Holding the state lock proves no other worker runs, so jobs marked in progress
+        # were left by a worker that died: release them now rather than when the marks
+        # expire, or an answer killed mid-way would wait past its token's life.
+        stale = [key async for key in resources.redis.scan_iter(match=_IN_PROGRESS + "*")]
+        if stale:
+            await resources.redis.delete(*stale)
+            logger.warning("re-queued %d jobs left in progress by a stopped worker", len(stale))
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    resources: WorkerResources | None = ctx.get("resources")
+    if resources is not None:
+        await resources.close()
+
+
+def build_worker(
+    settings: Settings,
+    redis: ArqRedis,
+    *,
+    burst: bool = False,
+    handle_signals: bool = True,
+    ctx: dict[str, Any] | None = None,
+    job_timeout: float | None = None,
+    poll_delay: float = 0.2,
+) -> Worker:
+    """An arq Worker for the given settings, reading jobs from `redis`."""
+    context: dict[str, Any] = {"settings": settings, **(ctx or {})}
+    timeout = job_timeout if job_timeout is not None else settings.answer_deadline + 60
+    return Worker(
+        functions=[
+            func(handle_interaction, name=HANDLE_INTERACTION, timeout=timeout),
+            func(run_sync, name=RUN_SYNC, timeout=SYNC_JOB_TIMEOUT, max_tries=1),
+        ],
+        cron_jobs=[
+            cron(
+                sync_configured_guilds,
+                name=SYNC_GUILDS,
+                second=0,
+                run_at_startup=True,
+                unique=True,
+                timeout=SYNC_JOB_TIMEOUT,
+                max_tries=1,
+            )
+        ],
+        queue_name=QUEUE_NAME,
+        redis_pool=redis,
+        burst=burst,
+        poll_delay=poll_delay,
+        handle_signals=handle_signals,
+        on_startup=_startup,
+        on_shutdown=_shutdown,
+        ctx=context,
+        max_jobs=8,
+        max_tries=3,
+        job_timeout=timeout,
+        keep_result=INTERACTION_TOKEN_LIFETIME,
+        health_check_interval=10,
+    )
+
+
+def run_worker(settings: Settings) -> int:
+    """`python -m app worker`: run until SIGINT or SIGTERM."""
+    if settings.redis_url is None:
+        raise BotError("REDIS_URL: the worker needs the queue's Redis URL")
+    redis = ArqRedis.from_url(settings.redis_url)
+    worker = build_worker(settings, redis)
+    worker.run()
+    return 0
