@@ -20,7 +20,7 @@ def history(
     return HistorySync(
         rest,
         store,
-        bot_user_id=fake.bot_user["id"],
+        bot_user_id=str(fake.bot_user["id"]),
         recheck_seconds=kw.pop("recheck_seconds", 7 * DAY),
         clock=lambda: now,
         **kw,

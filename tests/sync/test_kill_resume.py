@@ -64,7 +64,7 @@ async def test_killed_sync_resumes_exactly(fake_discord: FakeDiscord, tmp_path: 
     db = f"sqlite:///{tmp_path / 'bot.db'}"
     snapshot = json.dumps(fake_discord.channels[channel["id"]])
     args = [sys.executable, "-c", CHILD, fake_discord.api_base, DEFAULT_TOKEN, db, snapshot]
-    args.append(fake_discord.bot_user["id"])
+    args.append(str(fake_discord.bot_user["id"]))
     for pages in (2, 5, 9):
         run_and_kill(args, fake_discord, pages)
 
@@ -74,7 +74,7 @@ async def test_killed_sync_resumes_exactly(fake_discord: FakeDiscord, tmp_path: 
         assert 0 < partial < 1450
         async with DiscordRest(fake_discord.api_base, DEFAULT_TOKEN) as rest:
             sync = HistorySync(
-                rest, store, bot_user_id=fake_discord.bot_user["id"], recheck_seconds=0
+                rest, store, bot_user_id=str(fake_discord.bot_user["id"]), recheck_seconds=0
             )
             await sync.sync_channel(channel_from_discord(json.loads(snapshot)))
         rows = await store.database.fetch_all(
