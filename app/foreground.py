@@ -59,7 +59,7 @@ async def sync(settings: Settings, guilds: list[str], channels: list[str]) -> Sy
     if not guilds and not channels:
         raise BotError("SYNC_GUILD_IDS: name a guild (--guild ID) or set SYNC_GUILD_IDS")
     try:
-        state = await State.open(settings, "python -m app sync")
+        state = await State.open(settings, "sync command")
     except StateLockedError as exc:
         return await _sync_through_worker(settings, guilds, channels, exc)
     progress = Progress("syncing")
@@ -126,7 +126,7 @@ async def import_export(settings: Settings, path: Path) -> str:
     """Import a DiscordChatExporter JSON file through the store and the index."""
     started = time.monotonic()
     export = parse_export(path)
-    state = await State.open(settings, "python -m app import")
+    state = await State.open(settings, "import command")
     progress = Progress("importing")
     new = edited = unchanged = 0
     try:
@@ -153,7 +153,7 @@ async def import_export(settings: Settings, path: Path) -> str:
 async def reindex(settings: Settings) -> str:
     """Rebuild the vector index from the store, the source of truth."""
     started = time.monotonic()
-    state = await State.open(settings, "python -m app reindex")
+    state = await State.open(settings, "reindex command")
     try:
         await state.index.areset()
         await state.store.reset_index_state()

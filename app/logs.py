@@ -86,5 +86,15 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
     root.setLevel(level)
     # uvicorn's access log would repeat our own per-request line.
     logging.getLogger("uvicorn.access").disabled = True
-    for noisy in ("httpx", "httpcore", "chromadb", "sentence_transformers", "urllib3"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "chromadb",
+        "sentence_transformers",
+        "urllib3",
+        "onnx_model",
+        "onnx_model_bert",
+        "fusion_base",
+        "databases",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

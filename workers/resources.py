@@ -35,7 +35,7 @@ async def open_resources(settings: Settings, redis: ArqRedis) -> WorkerResources
     """Open the worker's collaborators from its settings."""
     if settings.discord_bot_token is None:
         logger.warning("DISCORD_BOT_TOKEN is not set: sync cannot run; replies still work")
-    state = await State.open(settings, "the worker")
+    state = await State.open(settings, "worker")
     rest = DiscordRest(settings.discord_api_base, settings.discord_bot_token)
     sync = SyncRunner(
         rest, state.store, state.indexer, recheck_seconds=settings.sync_recheck_days * 86_400
