@@ -17,6 +17,7 @@ from app.errors import BotError, StateLockedError
 from app.settings import Settings
 from app.state import State
 from app.store.exporter import parse_export
+from app.store.models import ChannelAccess
 from app.sync.runner import SyncRunner, SyncSummary
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ async def import_export(settings: Settings, path: Path) -> str:
         if await store.get_channel(export.channel.id) is None:
             # A synced channel keeps its permission overwrites; an export carries none.
             await store.upsert_channels([export.channel])
+            await store.set_channel_access(export.channel.id, ChannelAccess.UNVERIFIED)
         for page in export.pages():
             result = await store.save_page(export.channel.id, page)
             new += len(result.new)

@@ -31,6 +31,7 @@ class Settings:
     chroma_path: Path = Path("data/chroma")
     chroma_url: str | None = None
     model_path: Path | None = None
+    model_cache_dir: Path = Path("data/models")
     host: str = "0.0.0.0"  # noqa: S104 - a server behind Fly's or the owner's proxy
     port: int = 8080
     metrics_port: int = 9091
@@ -87,6 +88,7 @@ class Settings:
             chroma_path=Path(env.get("CHROMA_PATH", str(data_dir / "chroma"))),
             chroma_url=_optional_url(env, "CHROMA_URL", ("http", "https")) if chroma_url else None,
             model_path=Path(model_path) if model_path else None,
+            model_cache_dir=Path(env.get("MODEL_CACHE_DIR", str(data_dir / "models"))),
             host=env.get("HOST", "0.0.0.0"),  # noqa: S104
             port=_int(env, "PORT", 8080, 1, 65535),
             metrics_port=_int(env, "METRICS_PORT", 9091, 1, 65535),

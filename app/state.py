@@ -43,7 +43,7 @@ class State:
             applied = await store.migrate()
             if applied:
                 logger.info("database migrated to version %d", applied[-1])
-            embedder = Embedder(default_model_dir(), cache_dir=settings.data_dir / "models")
+            embedder = Embedder(default_model_dir(), cache_dir=settings.model_cache_dir)
             await asyncio.to_thread(embedder.load)
             client = open_chroma(
                 None if settings.chroma_url else settings.chroma_path, settings.chroma_url

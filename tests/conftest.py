@@ -36,6 +36,12 @@ async def redis_url(redis_server: RedisServer) -> AsyncIterator[str]:
     yield redis_server.url
 
 
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the embedding model's ONNX export, shared by the whole session."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of the test's own, for tests that stop and restart it."""

@@ -34,9 +34,7 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float) 
 @pytest.mark.slow
 def test_run_starts_redis_web_and_worker_then_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "REDIS_", "SYNC_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "REDIS_", "SYNC_"))}
     env.update({"DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "HOST": "127.0.0.1"})
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "run"],

@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from app.delivery import Reply
-from app.interactions.commands import STATS, SYNC
+from app.interactions.commands import ASK, SEARCH, STATS, SUMMARIZE, SYNC
 from app.interactions.invocation import Invocation
+from workers.answers import NOTHING_SYNCED, ask, permitted_channels, search, summarize
 from workers.resources import WorkerResources
 
 Handler = Callable[[WorkerResources, Invocation, Reply], Awaitable[str]]
-
-NOTHING_SYNCED = (
-    "I have no history for this channel yet. Someone with Manage Server can run `/sync` here, "
-    "or the owner can add this server to SYNC_GUILD_IDS."
-)
 
 
 async def sync(resources: WorkerResources, invocation: Invocation, reply: Reply) -> str:
@@ -32,11 +28,9 @@ async def sync(resources: WorkerResources, invocation: Invocation, reply: Reply)
 
 async def stats(resources: WorkerResources, invocation: Invocation, reply: Reply) -> str:
     """/stats: message count, date range and top authors of this channel and its threads."""
-    store = resources.state.store
-    channels = [invocation.channel_id] + [
-        t.id for t in await store.threads_of(invocation.channel_id)
-    ]
-    result = await store.channel_stats(channels)
+    # The channel and the threads under it that this member may read.
+    channels = sorted(await permitted_channels(resources, invocation))
+    result = await resources.state.store.channel_stats(channels)
     if result.count == 0 or result.first is None or result.last is None:
         await reply.send(NOTHING_SYNCED)
         return "empty"
@@ -52,4 +46,10 @@ async def stats(resources: WorkerResources, invocation: Invocation, reply: Reply
     return "ok"
 
 
-HANDLERS: Mapping[str, Handler] = {SYNC: sync, STATS: stats}
+HANDLERS: Mapping[str, Handler] = {
+    ASK: ask,
+    SEARCH: search,
+    SUMMARIZE: summarize,
+    STATS: stats,
+    SYNC: sync,
+}

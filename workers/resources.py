@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 
 from app.discord.rest import DiscordRest
+from app.llm.generator import Generator
+from app.retrieval.search import Retriever
 from app.settings import Settings
 from app.state import State
 from app.sync.runner import SyncRunner
@@ -24,9 +27,12 @@ class WorkerResources:
     rest: DiscordRest
     state: State
     sync: SyncRunner
+    retriever: Retriever
+    generator: Generator
 
     async def close(self) -> None:
         """Close what `open_resources` opened."""
+        self.generator.close()
         await self.rest.aclose()
         await self.state.close()
 
@@ -36,8 +42,22 @@ async def open_resources(settings: Settings, redis: ArqRedis) -> WorkerResources
     if settings.discord_bot_token is None:
         logger.warning("DISCORD_BOT_TOKEN is not set: sync cannot run; replies still work")
     state = await State.open(settings, "worker")
+    try:
+        generator = Generator.from_settings(settings)
+        await asyncio.to_thread(generator.load)
+    except BaseException:
+        await state.close()
+        raise
     rest = DiscordRest(settings.discord_api_base, settings.discord_bot_token)
     sync = SyncRunner(
         rest, state.store, state.indexer, recheck_seconds=settings.sync_recheck_days * 86_400
     )
-    return WorkerResources(settings=settings, redis=redis, rest=rest, state=state, sync=sync)
+    return WorkerResources(
+        settings=settings,
+        redis=redis,
+        rest=rest,
+        state=state,
+        sync=sync,
+        retriever=Retriever(state.store, state.index),
+        generator=generator,
+    )

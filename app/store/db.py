@@ -451,6 +451,14 @@ class Store:
         )
         return [_channel_from_row(row) for row in rows]
 
+    async def channels_with_access(self, guild_id: str, access: ChannelAccess) -> set[str]:
+        """Ids of a guild's channels whose last access status is `access`."""
+        rows = await self._database.fetch_all(
+            "SELECT id FROM channels WHERE guild_id = :guild_id AND access = :access",
+            {"guild_id": guild_id, "access": access.value},
+        )
+        return {str(row["id"]) for row in rows}
+
     async def set_channel_access(self, channel_id: str, access: ChannelAccess) -> None:
         """Record whether the bot could read a channel."""
         await self._database.execute(

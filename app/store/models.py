@@ -45,6 +45,8 @@ class ChannelAccess(StrEnum):
 
     OK = "ok"
     NO_ACCESS = "no_access"
+    # Known only from an import: its permission overwrites have never been read.
+    UNVERIFIED = "unverified"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,17 +9,21 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
+from app.foreground import sync
 from app.jobs import HANDLE_INTERACTION, QUEUE_NAME, time_snowflake
 from app.settings import Settings
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
 from workers.worker import build_worker
 
 
-def worker_settings(tmp_path: Path, fake: FakeDiscord, redis_url: str, **extra: str) -> Settings:
+def worker_settings(
+    tmp_path: Path, fake: FakeDiscord, redis_url: str, models: Path, **extra: str
+) -> Settings:
     """Settings for a worker whose state lives under tmp_path and whose Discord is `fake`."""
     return Settings.from_env(
         {
             "DATA_DIR": str(tmp_path / "data"),
+            "MODEL_CACHE_DIR": str(models),
             "DISCORD_APPLICATION_ID": fake.application_id,
             "DISCORD_BOT_TOKEN": DEFAULT_TOKEN,
             "DISCORD_API_BASE": fake.api_base,
@@ -100,5 +104,90 @@ async def run_worker(
 
 
 @pytest.fixture
+def settings(
+    tmp_path: Path, fake_discord: FakeDiscord, redis_url: str, model_cache_dir: Path
+) -> Settings:
+    """A worker's settings: state under tmp_path, Discord played by the fake."""
+    return worker_settings(tmp_path, fake_discord, redis_url, model_cache_dir)
+
+
+@pytest.fixture
 def guild(fake_discord: FakeDiscord) -> dict[str, Any]:
     return fake_discord.add_guild("History Club")
+
+
+VIEW, HISTORY = 1 << 10, 1 << 16
+FILLER = [
+    "anyone up for pizza friday?",
+    "the CI pipeline is green again after the flaky test fix",
+    "I pushed the new logo to the design folder",
+    "reminder: the all-hands moved to 3pm",
+    "does anybody know a good mechanical keyboard?",
+    "the release notes for 2.4 are in the wiki now",
+    "my cat knocked the router off the shelf again",
+    "we should rename the staging cluster at some point",
+    "thanks for the code review yesterday!",
+    "I'll be out of office next Monday",
+]
+PLANTED = "Heads up: the staging database password is rotated every Tuesday at 09:00 by ops."
+SECRET = "Mods only: the launch codename is BLUEHERON, do not share it."
+
+
+@pytest.fixture
+async def server(
+    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """A guild with a public channel and a mods-only one, synced into the worker's state."""
+    mod_role = fake_discord.add_role(guild["id"], "mods", 0)
+    general = fake_discord.add_channel(guild["id"], "general")
+    mods = fake_discord.add_channel(
+        guild["id"],
+        "mods",
+        overwrites=[
+            {"id": guild["id"], "type": 0, "allow": 0, "deny": VIEW},
+            {"id": mod_role["id"], "type": 0, "allow": VIEW | HISTORY, "deny": 0},
+        ],
+    )
+    for i in range(36):
+        fake_discord.add_message(general["id"], FILLER[i % len(FILLER)], author="alice")
+        if i == 17:
+            planted = fake_discord.add_message(general["id"], PLANTED, author="olivia")
+    fake_discord.add_messages(mods["id"], 8, text=lambda i: f"moderation note {i}")
+    secret = fake_discord.add_message(mods["id"], SECRET, author="mod")
+    summary = await sync(
+        Settings.from_env({**worker_env(settings), "SYNC_GUILD_IDS": guild["id"]}),
+        [guild["id"]],
+        [],
+    )
+    assert not isinstance(summary, str) and summary.new == 46
+    return {
+        "guild": guild,
+        "general": general,
+        "mods": mods,
+        "mod_role": mod_role,
+        "planted": planted,
+        "secret": secret,
+    }
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a worker process these settings."""
+    return {
+        "DATA_DIR": str(settings.data_dir),
+        "MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        "DISCORD_API_BASE": settings.discord_api_base,
+        "DISCORD_BOT_TOKEN": settings.discord_bot_token or "",
+        "SYNC_RECHECK_DAYS": "0",
+        "DISCORD_APPLICATION_ID": settings.discord_application_id or "",
+        "REDIS_URL": settings.redis_url or "",
+    }
+
+
+def link(server: dict[str, Any], message: dict[str, Any]) -> str:
+    """The jump link of a fake Discord message."""
+    return f"https://discord.com/channels/{server['guild']['id']}/{message['channel_id']}/{message['id']}"
+
+
+def delivered(fake: FakeDiscord, item: dict[str, Any]) -> str:
+    """Everything the user was shown for an interaction, as one text."""
+    return "\n".join(m["content"] for m in fake.interaction(item["token"]).shown())

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
+from app.settings import Settings
 from app.store.db import Store
 from tests.fake_discord import FakeDiscord
-from tests.workers.conftest import interaction, run_worker, worker_settings
+from tests.workers.conftest import interaction, run_worker
 
 
 def shown_text(fake: FakeDiscord, item: dict[str, Any]) -> str:
@@ -14,11 +14,10 @@ def shown_text(fake: FakeDiscord, item: dict[str, Any]) -> str:
 
 
 async def test_sync_then_stats_answer_in_discord(
-    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
 ) -> None:
     channel = fake_discord.add_channel(guild["id"], "general")
     fake_discord.add_messages(channel["id"], 150, authors=["alice", "alice", "bob"])
-    settings = worker_settings(tmp_path, fake_discord, redis_url)
     sync = interaction(fake_discord, "sync", guild_id=guild["id"], channel_id=channel["id"])
     results = await run_worker(settings, [sync])
     assert results[sync["id"]] == "ok"
@@ -40,20 +39,18 @@ async def test_sync_then_stats_answer_in_discord(
 
 
 async def test_stats_before_any_sync_says_to_sync(
-    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
 ) -> None:
     channel = fake_discord.add_channel(guild["id"], "general")
-    settings = worker_settings(tmp_path, fake_discord, redis_url)
     stats = interaction(fake_discord, "stats", guild_id=guild["id"], channel_id=channel["id"])
     assert (await run_worker(settings, [stats]))[stats["id"]] == "empty"
     assert "run `/sync`" in shown_text(fake_discord, stats)
 
 
 async def test_expired_interactions_are_dropped_without_a_reply(
-    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
 ) -> None:
     channel = fake_discord.add_channel(guild["id"], "general")
-    settings = worker_settings(tmp_path, fake_discord, redis_url)
     old = interaction(
         fake_discord,
         "stats",
@@ -66,10 +63,9 @@ async def test_expired_interactions_are_dropped_without_a_reply(
 
 
 async def test_a_failing_command_tells_the_user_with_an_error_id(
-    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
 ) -> None:
     channel = fake_discord.add_channel(guild["id"], "general")
-    settings = worker_settings(tmp_path, fake_discord, redis_url)
     # The sync reads the channel with the bot token; a refused token fails the command.
     fake_discord.token = "another-token-entirely-0000000000"
     sync = interaction(fake_discord, "sync", guild_id=guild["id"], channel_id=channel["id"])
@@ -80,10 +76,9 @@ async def test_a_failing_command_tells_the_user_with_an_error_id(
 
 
 async def test_unknown_command_is_answered(
-    fake_discord: FakeDiscord, guild: dict[str, Any], redis_url: str, tmp_path: Path
+    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
 ) -> None:
     channel = fake_discord.add_channel(guild["id"], "general")
-    settings = worker_settings(tmp_path, fake_discord, redis_url)
     odd = interaction(fake_discord, "dance", guild_id=guild["id"], channel_id=channel["id"])
     assert (await run_worker(settings, [odd]))[odd["id"]] == "unknown_command"
     assert "/dance" in shown_text(fake_discord, odd)

@@ -1,0 +1,74 @@
+"""A worker killed mid-answer leaves the user exactly one final answer after the retry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
+from app.settings import Settings
+from tests.fake_discord import EVERYONE_PERMISSIONS, FakeDiscord
+from tests.workers.conftest import interaction, link, run_worker, worker_env
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+ORIGINAL = "PATCH /webhooks/{webhook_id}/{webhook_token}/messages/@original"
+
+
+def kill_when_answer_starts(env: dict[str, str], fake: FakeDiscord) -> None:
+    """Run `python -m app worker` and SIGKILL it once its answer starts to show."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not fake.requests_for(ORIGINAL) and time.monotonic() < deadline:
+        assert worker.poll() is None, "the worker exited on its own"
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+
+
+async def test_worker_killed_mid_answer_answers_exactly_once(
+    fake_discord: FakeDiscord, server: dict[str, Any], settings: Settings
+) -> None:
+    ask = interaction(
+        fake_discord,
+        "ask",
+        {"question": "When is the staging database password rotated?"},
+        guild_id=server["guild"]["id"],
+        channel_id=server["general"]["id"],
+        permissions=EVERYONE_PERMISSIONS,
+    )
+    # The first edit of the answer hangs, so the kill lands while the answer is in flight.
+    fake_discord.inject_delay(30.0, ORIGINAL, times=1)
+    assert settings.redis_url is not None
+    redis = ArqRedis.from_url(settings.redis_url)
+    try:
+        await redis.enqueue_job(HANDLE_INTERACTION, ask, _job_id=ask["id"], _queue_name=QUEUE_NAME)
+    finally:
+        await redis.aclose()
+    env = {**os.environ, **worker_env(settings), "PYTHONPATH": str(ROOT)}
+    kill_when_answer_starts(env, fake_discord)
+    assert "**Sources**" not in str(fake_discord.interaction(ask["token"]).shown())
+
+    # A new worker takes over the job that the dead one left in progress.
+    results = await run_worker(settings, [])
+    assert results[ask["id"]] in ("ok", "cut_short")
+    delivered = fake_discord.interaction(ask["token"])
+    finals = [m for m in delivered.shown() if "**Sources**" in m["content"]]
+    assert len(finals) == 1
+    assert link(server, server["planted"]) in finals[0]["content"]
+    assert delivered.followups == []
