@@ -135,7 +135,7 @@ def _register_commands(settings: Settings, args: argparse.Namespace) -> int:
             return await register_commands(rest, application_id, SLASH_COMMANDS, args.guild)
 
     registered = asyncio.run(go())
-    where = f"guild {args.guild}" if args.guild else "globally (may take up to an hour to show)"
+    where = f"in guild {args.guild}" if args.guild else "globally (may take up to an hour to show)"
     print(f"Registered {len(registered)} commands {where}:")
     print(format_registered(registered))
     return 0
@@ -170,6 +170,27 @@ def _prepare_model(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from app.backup import backup
+
+    print(asyncio.run(backup(settings, args.dest.resolve())))
+    return 0
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from app.backup import restore
+
+    print(restore(settings, args.src))
+    return 0
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from app.audit import format_entries, read_audit
+
+    print(format_entries(asyncio.run(read_audit(settings, args.limit))))
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "run": _run,
     "web": _web,
@@ -179,4 +200,7 @@ COMMANDS: dict[str, Command] = {
     "import": _import,
     "reindex": _reindex,
     "prepare-model": _prepare_model,
+    "backup": _backup,
+    "restore": _restore,
+    "audit": _audit,
 }

@@ -93,6 +93,27 @@ def _open_fence(text: str) -> str | None:
     return opening
 
 
+class Responder(Protocol):
+    """Where a command's answer goes: Discord (Reply) or a terminal."""
+
+    async def progress(self, text: str) -> bool: ...
+
+    async def send(self, text: str) -> None: ...
+
+
+class CollectedReply:
+    """A Responder that keeps the final text, for answers printed in a terminal."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    async def progress(self, text: str) -> bool:
+        return False
+
+    async def send(self, text: str) -> None:
+        self.text = text
+
+
 class Sender(Protocol):
     """The REST calls a reply needs (DiscordRest provides them)."""
 

@@ -6,11 +6,13 @@ is); `sync` instead hands its work to a running worker through the queue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from app.discord.rest import DiscordRest
 from app.errors import BotError, StateLockedError
@@ -19,6 +21,10 @@ from app.state import State
 from app.store.exporter import parse_export
 from app.store.models import ChannelAccess
 from app.sync.runner import SyncRunner, SyncSummary
+
+if TYPE_CHECKING:
+    from app.llm.generator import Generator
+    from app.retrieval.search import Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +93,18 @@ async def sync(settings: Settings, guilds: list[str], channels: list[str]) -> Sy
 async def _sync_through_worker(
     settings: Settings, guilds: list[str], channels: list[str], locked: StateLockedError
 ) -> str:
+    from app.jobs import RUN_SYNC
+
+    return await _through_worker(settings, locked, RUN_SYNC, guilds, channels)
+
+
+async def _through_worker(
+    settings: Settings, locked: StateLockedError, job_name: str, *args: object
+) -> str:
+    """Run a job on the worker that owns the state, and wait for its result."""
     from arq.connections import ArqRedis
 
-    from app.jobs import QUEUE_NAME, RUN_SYNC
+    from app.jobs import QUEUE_NAME
     from app.supervisor import embedded_redis_socket
 
     url = settings.redis_url
@@ -100,10 +115,10 @@ async def _sync_through_worker(
         raise locked
     redis = ArqRedis.from_url(url)
     try:
-        job = await redis.enqueue_job(RUN_SYNC, guilds, channels, _queue_name=QUEUE_NAME)
+        job = await redis.enqueue_job(job_name, *args, _queue_name=QUEUE_NAME)
         if job is None:
-            raise BotError("the worker's queue refused the sync job")
-        print(f"{locked}; the sync was handed to it. Waiting for the result…", file=sys.stderr)
+            raise BotError("the worker's queue refused the job")
+        print(f"{locked}; the work was handed to it. Waiting for the result…", file=sys.stderr)
         result: str = await job.result(timeout=None, poll_delay=1.0)
         return result
     finally:
@@ -121,6 +136,46 @@ def _merge(a: SyncSummary, b: SyncSummary) -> SyncSummary:
         no_access=a.no_access + b.no_access,
         content_intent_missing=a.content_intent_missing or b.content_intent_missing,
     )
+
+
+async def ask(
+    settings: Settings, question: str, channel_id: str, scope: str, user_id: str | None
+) -> str:
+    """Answer a question as /ask would, for the terminal (through the worker if it runs)."""
+    from app.llm.generator import Generator
+    from app.retrieval.search import Retriever
+    from workers.answers import answer_for_terminal
+
+    try:
+        state = await State.open(settings, "ask command")
+    except StateLockedError as exc:
+        from app.jobs import RUN_ASK
+
+        return await _through_worker(settings, exc, RUN_ASK, question, channel_id, scope, user_id)
+    try:
+        generator = Generator.from_settings(settings)
+        await asyncio.to_thread(generator.load)
+        answering = _Answering(state, Retriever(state.store, state.index), generator)
+        try:
+            if settings.discord_bot_token is None:
+                return await answer_for_terminal(
+                    answering, None, question, channel_id, scope=scope, user_id=user_id
+                )
+            async with DiscordRest(settings.discord_api_base, settings.discord_bot_token) as rest:
+                return await answer_for_terminal(
+                    answering, rest, question, channel_id, scope=scope, user_id=user_id
+                )
+        finally:
+            generator.close()
+    finally:
+        await state.close()
+
+
+@dataclass
+class _Answering:
+    state: State
+    retriever: Retriever
+    generator: Generator
 
 
 async def import_export(settings: Settings, path: Path) -> str:

@@ -10,6 +10,7 @@ RESULT_KEY_PREFIX = "arq:result:"
 HANDLE_INTERACTION = "handle_interaction"
 SYNC_GUILDS = "sync_guilds"
 RUN_SYNC = "run_sync"
+RUN_ASK = "run_ask"
 
 # Discord's epoch, for reading the creation time out of a snowflake id.
 DISCORD_EPOCH_MS = 1_420_070_400_000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.retrieval.embedder import Embedder, default_model_dir
 from app.retrieval.index import MessageIndex, open_chroma
@@ -17,6 +18,9 @@ from app.settings import Settings
 from app.store.db import Store
 from app.store.lock import StateLock
 from app.sync.indexer import Indexer
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ class State:
     index: MessageIndex
     indexer: Indexer
     lock: StateLock | None
+    chroma: ClientAPI
 
     @classmethod
     async def open(cls, settings: Settings, role: str) -> State:
@@ -53,11 +58,18 @@ class State:
             if lock is not None:
                 lock.release()
             raise
-        return cls(store=store, index=index, indexer=Indexer(store, index), lock=lock)
+        return cls(
+            store=store, index=index, indexer=Indexer(store, index), lock=lock, chroma=client
+        )
 
     async def close(self) -> None:
-        """Close the store and give up the lock."""
+        """Close the store and the index, and give up the lock."""
         await self.store.close()
+        # Chroma keeps one client per path in the process until its last user closes it
+        # (Client.close exists in chromadb 1.x; the ClientAPI type does not declare it).
+        close = getattr(self.chroma, "close", None)
+        if callable(close):
+            close()
         if self.lock is not None:
             self.lock.release()
 

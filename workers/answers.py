@@ -8,21 +8,40 @@ model's text.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Protocol
 
-from app.delivery import Reply
+from app.delivery import CollectedReply, Responder
+from app.discord.rest import DiscordRest
 from app.errors import BotError
-from app.interactions.commands import SUMMARIZE_COUNT_DEFAULT
+from app.interactions.commands import ASK, SUMMARIZE_COUNT_DEFAULT
 from app.interactions.invocation import Invocation
+from app.jobs import time_snowflake
+from app.llm.generator import Generator
 from app.llm.prompts import NO_ANSWER, Prompt, Quote, ask_prompt, map_reduce_summary
-from app.retrieval.permissions import PermissionScope, Viewer
-from app.retrieval.search import Passage, jump_link
+from app.retrieval.permissions import ALL_PERMISSIONS, PermissionScope, Viewer
+from app.retrieval.search import Passage, Retriever, jump_link
+from app.state import State
 from app.store.models import ChannelAccess, StoredMessage
-from workers.resources import WorkerResources
 
 ASK_PASSAGES = 6
 SEARCH_DEFAULT = 5
 SNIPPET_CHARS = 180
+
+
+class Answering(Protocol):
+    """What answering needs: the state, retrieval and the model (the worker has them all)."""
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def retriever(self) -> Retriever: ...
+
+    @property
+    def generator(self) -> Generator: ...
+
 
 NOTHING_SYNCED = (
     "I have no history for this channel yet. Someone with Manage Server can run `/sync` here, "
@@ -30,7 +49,7 @@ NOTHING_SYNCED = (
 )
 
 
-async def permitted_channels(resources: WorkerResources, invocation: Invocation) -> set[str]:
+async def permitted_channels(resources: Answering, invocation: Invocation) -> set[str]:
     """The channels this member may read for this command's scope."""
     if invocation.guild_id is None:
         raise BotError("this command works in a server's channels only")
@@ -53,7 +72,7 @@ async def permitted_channels(resources: WorkerResources, invocation: Invocation)
     return {c for c in visible if c in confirmed or c == invocation.channel_id}
 
 
-async def ask(resources: WorkerResources, invocation: Invocation, reply: Reply) -> str:
+async def ask(resources: Answering, invocation: Invocation, reply: Responder) -> str:
     """/ask: an answer grounded in the best passages, with jump links to its sources."""
     question = str(invocation.options.get("question", "")).strip()
     channels = await permitted_channels(resources, invocation)
@@ -94,7 +113,7 @@ async def ask(resources: WorkerResources, invocation: Invocation, reply: Reply) 
     return "cut_short" if result.cut_short else "ok"
 
 
-async def search(resources: WorkerResources, invocation: Invocation, reply: Reply) -> str:
+async def search(resources: Answering, invocation: Invocation, reply: Responder) -> str:
     """/search: the best matching messages with author, date, snippet and jump link."""
     query = str(invocation.options.get("query", "")).strip()
     limit = int(invocation.options.get("limit", SEARCH_DEFAULT))
@@ -117,7 +136,7 @@ async def search(resources: WorkerResources, invocation: Invocation, reply: Repl
     return "ok"
 
 
-async def summarize(resources: WorkerResources, invocation: Invocation, reply: Reply) -> str:
+async def summarize(resources: Answering, invocation: Invocation, reply: Responder) -> str:
     """/summarize: the channel's last `count` messages, part by part when they are many."""
     count = int(invocation.options.get("count", SUMMARIZE_COUNT_DEFAULT))
     messages = await resources.state.store.recent_messages(invocation.channel_id, count)
@@ -150,7 +169,52 @@ async def summarize(resources: WorkerResources, invocation: Invocation, reply: R
     return "ok"
 
 
-async def _quotes(resources: WorkerResources, messages: Sequence[StoredMessage]) -> list[Quote]:
+async def answer_for_terminal(
+    answering: Answering,
+    rest: DiscordRest | None,
+    question: str,
+    channel_id: str,
+    *,
+    scope: str = "channel",
+    user_id: str | None = None,
+) -> str:
+    """The /ask pipeline for `python -m app ask`: the same retrieval, prompt and model.
+
+    Without `user_id` it answers as the server owner would see the channel; with one, as
+    that member (their roles read from Discord), which server scope requires.
+    """
+    channel = await answering.state.store.get_channel(channel_id)
+    if channel is None or channel.guild_id is None:
+        raise BotError(f"channel {channel_id} is not synced: run `python -m app sync --channel`")
+    roles: tuple[str, ...] = ()
+    permissions: int | None = ALL_PERMISSIONS
+    if user_id is not None:
+        if rest is None:
+            raise BotError("DISCORD_BOT_TOKEN: needed to read the member's roles for --user")
+        member = await rest.get_guild_member(channel.guild_id, user_id)
+        roles = tuple(str(r) for r in member.get("roles", []))
+        permissions = None
+    elif scope == "server":
+        raise BotError("--scope server needs --user ID: the answer is limited to what they see")
+    invocation = Invocation(
+        id=str(time_snowflake(time.time())),
+        application_id="",
+        token="",
+        command=ASK,
+        options={"question": question, "scope": scope},
+        guild_id=channel.guild_id,
+        channel_id=channel_id,
+        user_id=user_id or "0",
+        user_name="",
+        member_roles=roles,
+        permissions=permissions,
+    )
+    reply = CollectedReply()
+    await ask(answering, invocation, reply)
+    return reply.text
+
+
+async def _quotes(resources: Answering, messages: Sequence[StoredMessage]) -> list[Quote]:
     names: dict[str, str] = {}
     for channel_id in {m.channel_id for m in messages}:
         channel = await resources.state.store.get_channel(channel_id)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
+from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.cron import cron
 from arq.worker import Worker, func
+from prometheus_client import CollectorRegistry, start_http_server
+from redis.exceptions import RedisError
 
+from app.audit import AuditEntry
+from app.backup import BACKUP_JOB, INTEGRITY_JOB, VACUUM_JOB, check_integrity, snapshot, vacuum
 from app.delivery import RedisFollowupLedger, Reply
 from app.errors import BotError
 from app.interactions.commands import is_ephemeral
@@ -21,11 +27,23 @@ from app.jobs import (
     HANDLE_INTERACTION,
     INTERACTION_TOKEN_LIFETIME,
     QUEUE_NAME,
+    RUN_ASK,
     RUN_SYNC,
     SYNC_GUILDS,
 )
 from app.logs import interaction_id_var
+from app.metrics import WindowFlusher, WorkerMetrics, stop_task
+from app.retrieval.search import Retriever
 from app.settings import Settings
+from app.store.models import StoredMessage
+from health import (
+    HEARTBEAT_INTERVAL,
+    INTEGRITY_KEY,
+    WORKER_REPORT_KEY,
+    MinuteWindow,
+    disk_percent,
+)
+from workers.answers import answer_for_terminal
 from workers.handlers import HANDLERS
 from workers.resources import WorkerResources, open_resources
 
@@ -37,11 +55,25 @@ _LAST_SYNC_KEY = "sync:last_started"
 _IN_PROGRESS = "arq:in-progress:"
 # A sync runs at most this long per job; the next run resumes from the stored cursors.
 SYNC_JOB_TIMEOUT = 3600
+# A backup waits this long for a running sync to finish before giving up.
+BACKUP_WAIT = 600.0
 
 
 async def handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -> str:
     """Answer one slash command; returns the outcome, which arq keeps as the result."""
+    started = time.monotonic()
+    outcome = "failed"
+    try:
+        outcome = await _handle_interaction(ctx, interaction)
+        return outcome
+    finally:
+        metrics: WorkerMetrics = ctx["metrics"]
+        metrics.job_done(HANDLE_INTERACTION, outcome, time.monotonic() - started)
+
+
+async def _handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -> str:
     resources: WorkerResources = ctx["resources"]
+    metrics: WorkerMetrics = ctx["metrics"]
     clock: Callable[[], float] = ctx.get("clock", time.time)
     try:
         invocation = Invocation.from_raw(interaction)
@@ -50,15 +82,18 @@ async def handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -
         return "invalid"
     token = interaction_id_var.set(invocation.id)
     started = time.monotonic()
+    outcome = "failed"
     try:
         age = clock() - invocation.created_at
+        metrics.queue_wait_seconds.observe(max(0.0, age))
         if age > INTERACTION_TOKEN_LIFETIME - _TOKEN_MARGIN:
             logger.warning(
                 "dropping /%s: the interaction is %.0f s old and its token has expired",
                 invocation.command,
                 age,
             )
-            return "expired"
+            outcome = "expired"
+            return outcome
         reply = Reply(
             resources.rest,
             RedisFollowupLedger(resources.redis),
@@ -81,7 +116,36 @@ async def handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -
         )
         return outcome
     finally:
+        metrics.commands.labels(invocation.command, outcome).inc()
+        await _audit(resources, metrics, invocation, outcome, clock())
         interaction_id_var.reset(token)
+
+
+async def _audit(
+    resources: WorkerResources,
+    metrics: WorkerMetrics,
+    invocation: Invocation,
+    outcome: str,
+    now: float,
+) -> None:
+    entry = AuditEntry(
+        interaction_id=invocation.id,
+        at=datetime.fromtimestamp(now, UTC),
+        guild_id=invocation.guild_id,
+        channel_id=invocation.channel_id,
+        user_id=invocation.user_id,
+        command=invocation.command,
+        outcome=outcome,
+        latency_ms=max(0, round((now - invocation.created_at) * 1000)),
+    )
+    started = time.perf_counter()
+    try:
+        await resources.state.store.record_audit(entry)
+    except Exception:
+        # The user has their answer; a lost audit row is logged, not turned into an error.
+        logger.exception("could not write the audit row of /%s", invocation.command)
+    finally:
+        metrics.database_seconds.labels("audit").observe(time.perf_counter() - started)
 
 
 async def _dispatch(
@@ -120,19 +184,100 @@ async def sync_configured_guilds(ctx: dict[str, Any]) -> str:
     if last is not None and now - float(last) < settings.sync_interval:
         return "not due"
     await resources.redis.set(_LAST_SYNC_KEY, str(now))
-    summary = await resources.sync.sync_guilds(settings.sync_guild_ids)
+    summary = await _timed(ctx, SYNC_GUILDS, resources.sync.sync_guilds(settings.sync_guild_ids))
+    ctx["metrics"].synced(summary.new, summary.edited, summary.deleted)
     return summary.line()
 
 
 async def run_sync(ctx: dict[str, Any], guilds: list[str], channels: list[str]) -> str:
     """A sync asked for on the command line while this worker owns the state."""
     resources: WorkerResources = ctx["resources"]
+    metrics: WorkerMetrics = ctx["metrics"]
     lines = []
     if guilds:
-        lines.append((await resources.sync.sync_guilds(guilds)).line())
+        summary = await _timed(ctx, RUN_SYNC, resources.sync.sync_guilds(guilds))
+        metrics.synced(summary.new, summary.edited, summary.deleted)
+        lines.append(summary.line())
     if channels:
-        lines.append((await resources.sync.sync_channels(channels)).line())
+        summary = await _timed(ctx, RUN_SYNC, resources.sync.sync_channels(channels))
+        metrics.synced(summary.new, summary.edited, summary.deleted)
+        lines.append(summary.line())
     return "; ".join(lines)
+
+
+async def backup_state(ctx: dict[str, Any], dest: str) -> str:
+    """A backup asked for on the command line while this worker owns the state."""
+    resources: WorkerResources = ctx["resources"]
+    waited = 0.0
+    # A sync writes the database and the index together; copy them between syncs.
+    while resources.sync.running:
+        if waited >= BACKUP_WAIT:
+            raise BotError(f"a sync has been running for over {BACKUP_WAIT:.0f} s; try later")
+        await asyncio.sleep(1.0)
+        waited += 1.0
+    from pathlib import Path
+
+    result = await _timed(
+        ctx, BACKUP_JOB, asyncio.to_thread(snapshot, resources.settings, Path(dest))
+    )
+    return result.line("backed up to")
+
+
+async def integrity_job(ctx: dict[str, Any]) -> str:
+    """Daily: PRAGMA integrity_check and an index probe; the result goes to /health."""
+    resources: WorkerResources = ctx["resources"]
+    result = await _timed(
+        ctx, INTEGRITY_JOB, check_integrity(resources.state.store, resources.state.index)
+    )
+    await resources.redis.set(INTEGRITY_KEY, json.dumps(result))
+    return "ok" if result["ok"] else str(result["error"])
+
+
+async def vacuum_job(ctx: dict[str, Any]) -> str:
+    """Weekly: VACUUM and ANALYZE the database."""
+    resources: WorkerResources = ctx["resources"]
+    return await _timed(ctx, VACUUM_JOB, vacuum(resources.state.store))
+
+
+async def _timed[T](ctx: dict[str, Any], name: str, work: Awaitable[T]) -> T:
+    """Await `work`, counting it as a job named `name` in the metrics."""
+    metrics: WorkerMetrics = ctx["metrics"]
+    started = time.monotonic()
+    outcome = "failed"
+    try:
+        result = await work
+        outcome = "ok"
+        return result
+    finally:
+        metrics.job_done(name, outcome, time.monotonic() - started)
+
+
+class MeasuredRetriever(Retriever):
+    """The retriever, timing each search for the metrics."""
+
+    def __init__(self, retriever: Retriever, metrics: WorkerMetrics, **kwargs: Any) -> None:
+        super().__init__(retriever._store, retriever._index, **kwargs)
+        self._metrics = metrics
+
+    async def hits(
+        self, query: str, channel_ids: Collection[str], k: int
+    ) -> list[tuple[StoredMessage, float]]:
+        """The base search, observed in `vector_search_seconds`."""
+        started = time.perf_counter()
+        try:
+            return await super().hits(query, channel_ids, k)
+        finally:
+            self._metrics.search_seconds.observe(time.perf_counter() - started)
+
+
+async def run_ask(
+    ctx: dict[str, Any], question: str, channel_id: str, scope: str, user_id: str | None
+) -> str:
+    """A question asked on the command line while this worker owns the state."""
+    resources: WorkerResources = ctx["resources"]
+    return await answer_for_terminal(
+        resources, resources.rest, question, channel_id, scope=scope, user_id=user_id
+    )
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
@@ -172,6 +317,7 @@ def build_worker(
         functions=[
             func(handle_interaction, name=HANDLE_INTERACTION, timeout=timeout),
             func(run_sync, name=RUN_SYNC, timeout=SYNC_JOB_TIMEOUT, max_tries=1),
+            func(run_ask, name=RUN_ASK, timeout=timeout, max_tries=1),
         ],
         cron_jobs=[
             cron(

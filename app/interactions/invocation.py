@@ -27,8 +27,9 @@ class Invocation:
     user_id: str
     user_name: str
     member_roles: tuple[str, ...]
-    # The member's permissions in the invoking channel, as Discord computed them.
-    permissions: int
+    # The member's permissions in the invoking channel as Discord computed them;
+    # None when not known (a question asked from the terminal).
+    permissions: int | None
 
     @property
     def created_at(self) -> float:
@@ -77,5 +78,5 @@ class Invocation:
                 (member or {}).get("nick") or user.get("global_name") or user.get("username") or ""
             ),
             member_roles=tuple(r for r in roles if isinstance(r, str)),
-            permissions=int(str(permissions)) if str(permissions).isdigit() else 0,
+            permissions=int(str(permissions)) if str(permissions).isdigit() else None,
         )
