@@ -1,0 +1,318 @@
+"""The Chroma vector index of synced messages, and permission-filtered search.
+
+One collection, ``messages``, with cosine distance over HNSW. Vectors are
+always computed by our ``Embedder`` and handed to Chroma: the collection is
+created and opened with ``embedding_function=None`` so Chroma's default
+embedding function (which downloads a model at run time) is never bound to it.
+The Chroma id is ``str(message id)``; the metadata holds channel_id, guild_id,
+author_id and timestamp (unix seconds).
+
+Why search does not simply pass ``where``
+-----------------------------------------
+A metadata filter makes Chroma resolve the matching ids in SQLite and then run a
+filtered HNSW search, and its cost grows with the number of matching rows.
+Measured at 100k vectors (50 channels of 2% each, k=8, this 2-core machine
+while shared, ``python -m bench.embedding``)::
+
+    unfiltered, n=8                         p95   2.8 ms
+    unfiltered, n=100, with metadatas       p95   6.5-9.6 ms
+    where channel_id == one channel (2%)    p95  74-104 ms  (32 ms on an idle machine)
+    where $in 5 channels (10%)              p95  56 ms
+    where $in 40 channels (80%)             p95 226 ms
+
+So ``query`` first over-fetches ``max(100, 12*k)`` nearest neighbours without a
+filter and keeps those in permitted channels. When the permitted channels hold
+much of the index (server scope) that yields k hits at unfiltered cost. Only
+when fewer than k permitted hits survive, which happens when the permitted
+channels are a small part of the index, does it fall back to a ``where`` query,
+and that is the case where the filter matches few rows and is cheapest. A
+channel set whose over-fetch kept under k/2 hits skips it for its next 16
+queries. Either way no hit from a non-permitted channel can be returned, and the
+hits are the filtered top k. Measured with this strategy (same shared machine, k=8)::
+
+    permitted     where only     this query(vector)   this query(text), embedding included
+    40 channels   226 / 263        5.1 /  6.3            9.2 / 15.6     (p50 / p95 ms)
+     5 channels    64 /  74        8.1 / 90.6           13.9 / 89.3
+     1 channel     45 /  52       47.1 / 58.1           52.7 / 75.0
+
+Rows with 1 and 5 channels are bounded by Chroma's own filtered search when
+the over-fetch misses (32-37 ms p95 idle per DESIGN.md, 45-75 ms here under
+load); random bench vectors are the worst case, as real questions asked in a
+channel tend to find that channel's messages among the nearest neighbours.
+
+Thread-safety: every method is blocking. The Chroma client may be used from
+several threads; writes (upsert, delete, reset) are serialised by a lock here so
+that a reset never interleaves with a batch. The ``a*`` methods run the blocking
+calls in a worker thread with ``asyncio.to_thread`` for use from the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from app.errors import BotError
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+    from app.retrieval.embedder import Embedder, Vectors
+
+logger = logging.getLogger(__name__)
+
+COLLECTION = "messages"
+BATCH_SIZE = 100
+OVERFETCH_FACTOR = 12
+OVERFETCH_MIN = 100
+SKIP_QUERIES = 16
+
+
+class VectorIndexError(BotError):
+    """The vector index could not be reached or refused an operation."""
+
+
+@dataclass(frozen=True)
+class IndexItem:
+    """One message as the index stores it."""
+
+    id: int
+    text: str
+    channel_id: str
+    guild_id: str
+    author_id: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: the message id, its cosine similarity and its channel."""
+
+    id: int
+    similarity: float
+    channel_id: str
+
+
+def open_chroma(path: Path | None, url: str | None) -> ClientAPI:
+    """A Chroma client: an HttpClient when url is set, else a PersistentClient at path."""
+    import chromadb
+    from chromadb.config import Settings
+    from chromadb.errors import ChromaError
+
+    settings = Settings(anonymized_telemetry=False)
+    if url:
+        parts = urlsplit(url)
+        ssl = parts.scheme == "https"
+        try:
+            return chromadb.HttpClient(
+                host=parts.hostname or "localhost",
+                port=parts.port or (443 if ssl else 80),
+                ssl=ssl,
+                settings=settings,
+            )
+        except (
+            ValueError,
+            ChromaError,
+        ) as exc:  # chromadb reports a refused connection as ValueError
+            raise VectorIndexError(f"CHROMA_URL: cannot use {url}: {exc}") from exc
+    if path is None:
+        raise VectorIndexError("neither a Chroma path nor a Chroma URL was given")
+    path.mkdir(parents=True, exist_ok=True)
+    with _translated("open the Chroma directory"):
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+class MessageIndex:
+    """Upserts, deletes and searches message vectors in the ``messages`` collection."""
+
+    def __init__(self, client: ClientAPI, embedder: Embedder) -> None:
+        self._client = client
+        self._embedder = embedder
+        self._write_lock = threading.Lock()
+        self._skips = _FutileOverfetch()
+        self._collection = self._open_collection()
+
+    def upsert(self, items: Sequence[IndexItem]) -> None:
+        """Embed and store items (replacing any with the same id), 100 per batch."""
+        for start in range(0, len(items), BATCH_SIZE):
+            batch = items[start : start + BATCH_SIZE]
+            vectors = self._embedder.encode([item.text for item in batch])
+            metadatas: list[Any] = [
+                {
+                    "channel_id": item.channel_id,
+                    "guild_id": item.guild_id,
+                    "author_id": item.author_id,
+                    "timestamp": item.timestamp,
+                }
+                for item in batch
+            ]
+            with self._write_lock, _translated("upsert into the index"):
+                self._collection.upsert(
+                    ids=[str(item.id) for item in batch], embeddings=vectors, metadatas=metadatas
+                )
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Remove the given message ids; unknown ids are ignored."""
+        for start in range(0, len(ids), BATCH_SIZE):
+            batch = [str(i) for i in ids[start : start + BATCH_SIZE]]
+            with self._write_lock, _translated("delete from the index"):
+                self._collection.delete(ids=batch)
+
+    def count(self) -> int:
+        """Number of vectors in the index."""
+        with _translated("count the index"):
+            return int(self._collection.count())
+
+    def reset(self) -> None:
+        """Drop and recreate the collection, for a full rebuild."""
+        from chromadb.errors import NotFoundError
+
+        with self._write_lock, _translated("reset the index"):
+            try:
+                self._client.delete_collection(COLLECTION)
+            except NotFoundError:
+                logger.info("no %s collection to drop", COLLECTION)
+            self._collection = self._open_collection()
+        logger.info("vector index reset")
+
+    def query(
+        self, text_or_vector: str | Vectors, *, channel_ids: Sequence[str] | None, k: int
+    ) -> list[Hit]:
+        """The k most similar messages, restricted to channel_ids unless it is None."""
+        if k <= 0 or (channel_ids is not None and not channel_ids):
+            return []
+        vector = self._vector(text_or_vector)
+        if channel_ids is None:
+            return self._search(vector, k, where=None)
+        permitted = frozenset(channel_ids)
+        if self._skips.take(permitted):
+            return self._search(vector, k, where=_channel_filter(permitted))
+        wanted = max(OVERFETCH_MIN, OVERFETCH_FACTOR * k)
+        candidates = self._search(vector, wanted, where=None)
+        hits = [hit for hit in candidates if hit.channel_id in permitted]
+        if len(hits) >= k or len(candidates) < wanted:
+            return hits[:k]
+        logger.debug("over-fetch kept %d of %d; filtering in Chroma", len(hits), wanted)
+        if 2 * len(hits) < k:  # the permitted channels are a sliver of the index
+            self._skips.remember(permitted)
+        return self._search(vector, k, where=_channel_filter(permitted))
+
+    async def aupsert(self, items: Sequence[IndexItem]) -> None:
+        """``upsert`` off the event loop."""
+        await asyncio.to_thread(self.upsert, items)
+
+    async def adelete(self, ids: Sequence[int]) -> None:
+        """``delete`` off the event loop."""
+        await asyncio.to_thread(self.delete, ids)
+
+    async def acount(self) -> int:
+        """``count`` off the event loop."""
+        return await asyncio.to_thread(self.count)
+
+    async def areset(self) -> None:
+        """``reset`` off the event loop."""
+        await asyncio.to_thread(self.reset)
+
+    async def aquery(
+        self, text_or_vector: str | Vectors, *, channel_ids: Sequence[str] | None, k: int
+    ) -> list[Hit]:
+        """``query`` off the event loop."""
+        return await asyncio.to_thread(
+            lambda: self.query(text_or_vector, channel_ids=channel_ids, k=k)
+        )
+
+    def _vector(self, text_or_vector: str | Vectors) -> Vectors:
+        if isinstance(text_or_vector, str):
+            encoded: Vectors = self._embedder.encode([text_or_vector])[0]
+            return encoded
+        vector = np.asarray(text_or_vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self._embedder.dimensions:
+            raise VectorIndexError(
+                f"query vector has {vector.shape[0]} dimensions, "
+                f"expected {self._embedder.dimensions}"
+            )
+        return vector
+
+    def _search(self, vector: Vectors, n: int, *, where: dict[str, Any] | None) -> list[Hit]:
+        with _translated("query the index"):
+            result = self._collection.query(
+                query_embeddings=vector[None, :],
+                n_results=n,
+                where=where,
+                include=["metadatas", "distances"],
+            )
+        ids = result["ids"][0]
+        distances = (result["distances"] or [[]])[0]
+        metadatas = (result["metadatas"] or [[]])[0]
+        return [
+            Hit(id=int(i), similarity=1.0 - float(d), channel_id=str(m["channel_id"]))
+            for i, d, m in zip(ids, distances, metadatas, strict=True)
+        ]
+
+    def _open_collection(self) -> Collection:
+        with _translated("open the messages collection"):
+            return self._client.get_or_create_collection(
+                COLLECTION,
+                configuration={"hnsw": {"space": "cosine"}},
+                # Never let Chroma bind (and later download) its default embedding function.
+                embedding_function=None,
+            )
+
+
+def _channel_filter(channels: frozenset[str]) -> dict[str, Any]:
+    if len(channels) == 1:
+        (channel,) = channels
+        return {"channel_id": channel}
+    return {"channel_id": {"$in": sorted(channels)}}
+
+
+class _FutileOverfetch:
+    """Channel sets whose last over-fetch found too few hits, so the next queries skip it.
+
+    A channel-scope question is usually asked again in the same channel; when
+    that channel is a small part of the index the over-fetch only adds its cost
+    before the filtered query. It is retried every ``SKIP_QUERIES`` queries in
+    case the channel has grown.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self._left: OrderedDict[frozenset[str], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, channels: frozenset[str]) -> bool:
+        """Whether to skip the over-fetch for channels this time."""
+        with self._lock:
+            left = self._left.pop(channels, 0)
+            if left > 1:
+                self._left[channels] = left - 1
+            return left > 0
+
+    def remember(self, channels: frozenset[str]) -> None:
+        """Skip the over-fetch for the next queries on channels."""
+        with self._lock:
+            self._left[channels] = SKIP_QUERIES
+            while len(self._left) > self._capacity:
+                self._left.popitem(last=False)
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn Chroma and transport errors into VectorIndexError at this boundary."""
+    import httpx
+    from chromadb.errors import ChromaError
+
+    try:
+        yield
+    except (ChromaError, httpx.HTTPError, ConnectionError) as exc:
+        raise VectorIndexError(f"could not {action}: {exc}") from exc

@@ -1,0 +1,218 @@
+"""The Chroma message index with the real model and a real Chroma directory under tmp_path."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.retrieval.embedder import Embedder, default_model_dir
+from app.retrieval.index import (
+    COLLECTION,
+    OVERFETCH_MIN,
+    Hit,
+    IndexItem,
+    MessageIndex,
+    VectorIndexError,
+    open_chroma,
+)
+
+pytestmark = pytest.mark.slow
+
+PLANTED = "The staging database migration is scheduled for Friday at 5pm."
+FILLER = [
+    "Who wants to play some games tonight?",
+    "I pushed a fix for the login page CSS.",
+    "Coffee machine on floor 3 is broken again.",
+    "Has anyone seen the new trailer?",
+    "Reminder: submit your expense reports by Monday.",
+    "The cat knocked my mug off the desk lol",
+    "Can someone review my PR for the billing service?",
+    "Happy birthday Sam!",
+    "The weather is great for a bike ride today.",
+    "Does the API support pagination yet?",
+]
+WORDS = [
+    *("deploy", "server", "build", "release", "bug", "fix", "merge", "branch", "test"),
+    *("docker", "redis", "python", "meeting", "tomorrow", "lunch", "coffee", "pizza"),
+    *("music", "game", "cache", "memory", "latency", "database", "query", "vector"),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
+    yield Embedder(default_model_dir(), cache_dir=tmp_path_factory.mktemp("models")).load()
+
+
+@pytest.fixture
+def index(tmp_path: Path, embedder: Embedder) -> MessageIndex:
+    return MessageIndex(open_chroma(tmp_path / "chroma", None), embedder)
+
+
+def item(i: int, text: str, channel: str = "10", ts: int = 1_700_000_000) -> IndexItem:
+    return IndexItem(id=i, text=text, channel_id=channel, guild_id="1", author_id="7", timestamp=ts)
+
+
+def chatter(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) for _ in range(n)]
+
+
+def test_upsert_count_query_delete(index: MessageIndex) -> None:
+    big = 2**62 + 5  # snowflakes exceed 32 bits
+    index.upsert([item(i, text) for i, text in enumerate(FILLER, start=1)] + [item(big, PLANTED)])
+    assert index.count() == len(FILLER) + 1
+    hits = index.query("when do we migrate the staging DB?", channel_ids=None, k=3)
+    assert len(hits) == 3
+    assert hits[0] == Hit(id=big, similarity=hits[0].similarity, channel_id="10")
+    assert hits[0].similarity > 0.5
+    assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
+    index.upsert([item(big, "Pizza party on the roof!")])  # same id replaces
+    assert index.count() == len(FILLER) + 1
+    assert index.query(PLANTED, channel_ids=None, k=1)[0].id != big
+    index.delete([big, 999_999])
+    assert index.count() == len(FILLER)
+    assert big not in {h.id for h in index.query("pizza party", channel_ids=None, k=20)}
+
+
+def test_query_accepts_a_vector(index: MessageIndex, embedder: Embedder) -> None:
+    index.upsert([item(1, PLANTED), item(2, FILLER[0])])
+    (vector,) = embedder.encode(["staging migration on Friday"])
+    assert index.query(vector, channel_ids=["10"], k=1)[0].id == 1
+    with pytest.raises(VectorIndexError, match="dimensions"):
+        index.query(np.zeros(12, dtype=np.float32), channel_ids=None, k=1)
+
+
+def test_collection_is_cosine_without_chroma_embedding_function(tmp_path: Path) -> None:
+    client = open_chroma(tmp_path / "chroma", None)
+    MessageIndex(client, Embedder(default_model_dir()))
+    config = client.get_collection(COLLECTION, embedding_function=None).configuration_json
+    assert config["hnsw"]["space"] == "cosine"
+    assert (config.get("embedding_function") or {}).get("name") in (None, "")
+
+
+def test_filter_never_leaks_other_channels(index: MessageIndex, embedder: Embedder) -> None:
+    # The best matches all sit in channel 10; the user may only see 20 and 30.
+    index.upsert([item(1, PLANTED, "10"), item(2, PLANTED + " Really!", "10")])
+    index.upsert([item(100 + i, t, "20" if i % 2 else "30") for i, t in enumerate(FILLER)])
+    hits = index.query("staging database migration", channel_ids=["20", "30"], k=4)
+    assert len(hits) == 4
+    assert {h.channel_id for h in hits} <= {"20", "30"}
+    assert index.query("staging database migration", channel_ids=["404"], k=4) == []
+    assert index.query("staging database migration", channel_ids=[], k=4) == []
+
+
+def test_filter_falls_back_when_permitted_channel_is_rare(index: MessageIndex) -> None:
+    # More on-topic rows elsewhere than the over-fetch window, so the where query must run.
+    crowd = [item(1000 + i, f"{PLANTED} ({i})", "10") for i in range(OVERFETCH_MIN + 20)]
+    rare = [item(5000 + i, text, "20") for i, text in enumerate(FILLER[:5])]
+    index.upsert(crowd + rare)
+    hits = index.query(PLANTED, channel_ids=["20", "21"], k=3)
+    assert len(hits) == 3
+    assert all(h.channel_id == "20" for h in hits)
+    # No hit survived, so the same channels now go straight to the filtered query.
+    assert index.query(PLANTED, channel_ids=["21", "20"], k=3) == hits
+    single = index.query(PLANTED, channel_ids=["20"], k=10)
+    assert sorted(h.id for h in single) == [5000 + i for i in range(5)]
+
+
+def test_filtered_results_are_the_exact_top_k(index: MessageIndex, embedder: Embedder) -> None:
+    texts = chatter(300, seed=3)
+    channels = [str(10 + i % 15) for i in range(len(texts))]
+    index.upsert([item(i, t, c) for i, (t, c) in enumerate(zip(texts, channels, strict=True))])
+    vectors = embedder.encode(texts)
+    rng = random.Random(4)
+    for query in chatter(12, seed=5):
+        permitted = rng.sample(sorted(set(channels)), rng.choice([1, 3, 12]))
+        hits = index.query(query, channel_ids=permitted, k=5)
+        scores = vectors @ embedder.encode([query])[0]
+        allowed = [i for i, c in enumerate(channels) if c in permitted]
+        expected = sorted(allowed, key=lambda i: -scores[i])[:5]
+        assert {h.channel_id for h in hits} <= set(permitted)
+        np.testing.assert_allclose(
+            [h.similarity for h in hits], [scores[i] for i in expected], atol=1e-4
+        )
+
+
+def test_reset_empties_the_index(index: MessageIndex) -> None:
+    index.upsert([item(1, PLANTED), item(2, FILLER[0])])
+    index.reset()
+    assert index.count() == 0
+    assert index.query(PLANTED, channel_ids=None, k=3) == []
+    index.upsert([item(3, PLANTED)])
+    assert [h.id for h in index.query(PLANTED, channel_ids=["10"], k=3)] == [3]
+
+
+def test_reopened_client_sees_the_same_data(tmp_path: Path, embedder: Embedder) -> None:
+    first = MessageIndex(open_chroma(tmp_path / "chroma", None), embedder)
+    first.upsert([item(i, t) for i, t in enumerate([PLANTED, *FILLER], start=1)])
+    expected = first.query("staging migration", channel_ids=None, k=3)
+    del first
+    again = MessageIndex(open_chroma(tmp_path / "chroma", None), embedder)
+    assert again.count() == len(FILLER) + 1
+    assert again.query("staging migration", channel_ids=None, k=3) == expected
+
+
+async def test_async_wrappers(index: MessageIndex) -> None:
+    await index.aupsert([item(1, PLANTED), item(2, FILLER[1], "20")])
+    assert await index.acount() == 2
+    hits = await index.aquery("staging migration", channel_ids=["20"], k=2)
+    assert [h.id for h in hits] == [2]
+    await index.adelete([2])
+    assert await index.acount() == 1
+    await index.areset()
+    assert await index.acount() == 0
+
+
+def test_open_chroma_needs_a_path_or_a_reachable_url() -> None:
+    with pytest.raises(VectorIndexError):
+        open_chroma(None, None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(VectorIndexError, match="CHROMA_URL"):
+        open_chroma(None, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A real `chroma run` server on loopback."""
+    binary = shutil.which("chroma", path=str(Path(sys.executable).parent))
+    if binary is None:
+        pytest.skip("the chroma command is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [binary, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_http_client_against_a_chroma_server(chroma_server: str, embedder: Embedder) -> None:
+    index = MessageIndex(open_chroma(None, chroma_server), embedder)
+    index.upsert([item(1, PLANTED, "10"), item(2, FILLER[0], "20")])
+    assert index.count() == 2
+    assert [h.id for h in index.query("staging migration", channel_ids=["10"], k=2)] == [1]
