@@ -146,7 +146,11 @@ class MessageIndex:
         """Embed and store items (replacing any with the same id), 100 per batch."""
         for start in range(0, len(items), BATCH_SIZE):
             batch = items[start : start + BATCH_SIZE]
-            vectors = self._embedder.encode([item.text for item in batch])
+            # Chat repeats itself ("ok", "thanks", "+1"): each distinct text is encoded once.
+            distinct = list(dict.fromkeys(item.text for item in batch))
+            encoded = self._embedder.encode(distinct)
+            row = {text: i for i, text in enumerate(distinct)}
+            vectors = encoded[[row[item.text] for item in batch]]
             metadatas: list[Any] = [
                 {
                     "channel_id": item.channel_id,

@@ -216,3 +216,17 @@ def test_http_client_against_a_chroma_server(chroma_server: str, embedder: Embed
     index.upsert([item(1, PLANTED, "10"), item(2, FILLER[0], "20")])
     assert index.count() == 2
     assert [h.id for h in index.query("staging migration", channel_ids=["10"], k=2)] == [1]
+
+
+def test_repeated_texts_get_the_vectors_of_their_own_text(
+    index: MessageIndex, embedder: Embedder
+) -> None:
+    texts = ["ok", "thanks!", "ok", "the build is red again", "thanks!", "ok"]
+    index.upsert([item(i, t) for i, t in enumerate(texts)])
+    stored = index._collection.get(ids=[str(i) for i in range(len(texts))], include=["embeddings"])
+    vectors = stored["embeddings"]
+    assert vectors is not None
+    by_id = dict(zip(stored["ids"], list(vectors), strict=True))
+    for i, text in enumerate(texts):
+        expected = embedder.encode([text])[0]
+        assert float(np.dot(by_id[str(i)], expected)) > 0.99999
