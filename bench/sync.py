@@ -63,11 +63,17 @@ _TAILS = [
 
 
 def texts(count: int, seed: int = 7) -> list[str]:
-    """Short chat messages with some variety in length and words."""
+    """Short chat messages with some variety in length and words, every one different.
+
+    Each names its own ticket number, so the index's encode-each-distinct-text-once
+    saving (real on chat: "ok", "thanks") does not flatter the figures here.
+    """
     rng = random.Random(seed)
     out = []
-    for _ in range(count):
-        sentence = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)}{rng.choice(_TAILS)}"
+    for i in range(count):
+        sentence = (
+            f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} (ticket {i + 1000}){rng.choice(_TAILS)}"
+        )
         if rng.random() < 0.3:
             sentence += ". " + f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)}".capitalize()
         out.append(sentence)
