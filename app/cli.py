@@ -163,6 +163,13 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    from app.foreground import ask
+
+    print(asyncio.run(ask(settings, args.question, args.channel, args.scope, args.user)))
+    return 0
+
+
 def _prepare_model(settings: Settings, args: argparse.Namespace) -> int:
     from app.llm.model_file import resolve_model_path
 
@@ -199,6 +206,7 @@ COMMANDS: dict[str, Command] = {
     "sync": _sync,
     "import": _import,
     "reindex": _reindex,
+    "ask": _ask,
     "prepare-model": _prepare_model,
     "backup": _backup,
     "restore": _restore,

@@ -1,4 +1,4 @@
-"""The web process: a Starlette app with POST /interactions and GET /health."""
+"""The web process: POST /interactions, the health endpoints and GET /metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,17 +24,22 @@ from app.interactions import responses
 from app.interactions.admission import Admission
 from app.interactions.endpoint import InteractionEndpoint
 from app.interactions.verify import SignatureVerifier
+from app.metrics import WebMetrics, WindowFlusher, stop_task
 from app.settings import Settings
+from health import HealthChecker, MinuteWindow
+
+HealthFactory = Callable[[aioredis.Redis], HealthChecker]
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 1 << 20
-HEALTH_REDIS_TIMEOUT: Final = 0.5
+# The endpoint's one log event per request, which the interaction counter listens to.
 
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 _TOO_LARGE: Final = responses.error("request body is larger than 1 MiB")
 _NOT_READY: Final = responses.error("the service is starting or stopping")
 _METHOD: Final = responses.error("only POST is allowed here")
+_NOT_STARTED: Final = {"status": "unavailable", "checks": {}, "failing": ["not started"]}
 _NO_KEY: Final = responses.error(
     "DISCORD_PUBLIC_KEY is not set: copy it from the Discord developer portal into the"
     " DISCORD_PUBLIC_KEY environment variable to accept interactions"
@@ -45,15 +51,23 @@ class _State:
 
     redis: aioredis.Redis | None = None
     endpoint: InteractionEndpoint | None = None
+    checker: HealthChecker | None = None
 
 
 class InteractionsRoute:
     """A raw ASGI adapter around InteractionEndpoint, skipping Request-object overhead."""
 
-    def __init__(self, state: _State, configured: bool, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        state: _State,
+        configured: bool,
+        metrics: WebMetrics,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
         self.state = state
         self.configured = configured
         self.max_body = max_body
+        self._observe = metrics.response_seconds.observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -78,7 +92,9 @@ class InteractionsRoute:
         body = await _read_body(receive, self.max_body)
         if body is None:
             return await _send(send, 413, _TOO_LARGE)
+        started = time.perf_counter()
         status, payload = await endpoint.handle(body, signature, timestamp)
+        self._observe(time.perf_counter() - started)
         await _send(send, status, payload)
 
 
@@ -114,11 +130,16 @@ def create_app(
     *,
     redis: aioredis.Redis | None = None,
     clock: Callable[[], float] = time.time,
+    registry: CollectorRegistry | None = None,
+    health_checker: HealthFactory | None = None,
 ) -> Starlette:
     """The web app; opens (and later closes) a Redis client unless one is handed in."""
     if redis is None and settings.redis_url is None:
         raise SettingsError("REDIS_URL: the web process needs the URL of the Redis queue")
     state = _State()
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WebMetrics(registry)
+    make_checker = health_checker or (lambda client: HealthChecker(client, settings.data_dir))
     verifier = (
         SignatureVerifier(settings.discord_public_key, settings.signature_max_age, clock)
         if settings.discord_public_key is not None
@@ -136,6 +157,9 @@ def create_app(
                 socket_connect_timeout=settings.redis_timeout,
             )
         state.redis = client
+        state.checker = make_checker(client)
+        flusher = WindowFlusher(MinuteWindow(client, clock), "web", metrics.snapshot, clock=clock)
+        flushing = asyncio.create_task(flusher.run())
         admission: Admission | None = None
         if verifier is not None:
             admission = Admission(
@@ -144,50 +168,68 @@ def create_app(
                 timeout=settings.redis_timeout,
                 clock=clock,
             )
-            state.endpoint = InteractionEndpoint(verifier, admission)
+            state.endpoint = InteractionEndpoint(
+                verifier, admission, observer=metrics.interaction_done
+            )
         else:
             logger.warning("DISCORD_PUBLIC_KEY is not set: /interactions answers 503")
         try:
             yield
         finally:
+            await stop_task(flushing)
+            try:
+                await flusher.flush()
+            except (RedisError, OSError) as exc:
+                logger.warning("the last request counters were not written: %s", exc)
             state.endpoint = None
             state.redis = None
+            state.checker = None
             if admission is not None:
                 await admission.aclose()
             if redis is None:
                 await client.aclose()
 
     async def health(request: Request) -> Response:
-        """Ready when Redis answers, since without it no interaction can be admitted."""
-        client = state.redis
-        if client is None:
-            check: dict[str, object] = {"ok": False, "error": "not started"}
-        else:
-            check = await _ping(client)
-        ok = check["ok"] is True
-        return JSONResponse(
-            {"status": "ok" if ok else "degraded", "checks": {"redis": check}},
-            status_code=200 if ok else 503,
-        )
+        """Every check; 503 when this instance cannot take interactions (see README)."""
+        checker = state.checker
+        if checker is None:
+            return JSONResponse(_NOT_STARTED, status_code=503)
+        report = await checker.run()
+        body = report.body()
+        body["failing"] = sorted(n for n, c in report.checks.items() if not c["ok"])
+        return JSONResponse(body, status_code=200 if report.serving else 503)
+
+    async def ready(request: Request) -> Response:
+        """Only the checks that decide whether interactions can be taken: Redis and memory."""
+        checker = state.checker
+        if checker is None:
+            return JSONResponse(_NOT_STARTED, status_code=503)
+        report = await checker.run_critical()
+        return JSONResponse(report.body(), status_code=200 if report.serving else 503)
+
+    async def metrics_page(request: Request) -> Response:
+        """The Prometheus exposition of this process's metrics."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
         routes=[
-            Route("/interactions", InteractionsRoute(state, configured=verifier is not None)),
+            Route(
+                "/interactions",
+                InteractionsRoute(state, configured=verifier is not None, metrics=metrics),
+            ),
             Route("/health", health, methods=["GET"]),
+            Route("/health/live", _live, methods=["GET"]),
+            Route("/health/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
 
 
-async def _ping(client: aioredis.Redis) -> dict[str, object]:
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(HEALTH_REDIS_TIMEOUT):
-            await client.ping()
-    except (RedisError, OSError, TimeoutError) as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
-    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+async def _live(request: Request) -> Response:
+    """The process is up and its event loop answers."""
+    return JSONResponse({"status": "ok"})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

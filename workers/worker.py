@@ -9,7 +9,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from arq.cron import cron
@@ -33,8 +34,10 @@ from app.jobs import (
 )
 from app.logs import interaction_id_var
 from app.metrics import WindowFlusher, WorkerMetrics, stop_task
+from app.retrieval.index import MessageIndex
 from app.retrieval.search import Retriever
 from app.settings import Settings
+from app.store.db import Store
 from app.store.models import StoredMessage
 from health import (
     HEARTBEAT_INTERVAL,
@@ -55,6 +58,7 @@ _LAST_SYNC_KEY = "sync:last_started"
 _IN_PROGRESS = "arq:in-progress:"
 # A sync runs at most this long per job; the next run resumes from the stored cursors.
 SYNC_JOB_TIMEOUT = 3600
+T = TypeVar("T")
 # A backup waits this long for a running sync to finish before giving up.
 BACKUP_WAIT = 600.0
 
@@ -215,8 +219,6 @@ async def backup_state(ctx: dict[str, Any], dest: str) -> str:
             raise BotError(f"a sync has been running for over {BACKUP_WAIT:.0f} s; try later")
         await asyncio.sleep(1.0)
         waited += 1.0
-    from pathlib import Path
-
     result = await _timed(
         ctx, BACKUP_JOB, asyncio.to_thread(snapshot, resources.settings, Path(dest))
     )
@@ -239,7 +241,7 @@ async def vacuum_job(ctx: dict[str, Any]) -> str:
     return await _timed(ctx, VACUUM_JOB, vacuum(resources.state.store))
 
 
-async def _timed[T](ctx: dict[str, Any], name: str, work: Awaitable[T]) -> T:
+async def _timed(ctx: dict[str, Any], name: str, work: Awaitable[T]) -> T:
     """Await `work`, counting it as a job named `name` in the metrics."""
     metrics: WorkerMetrics = ctx["metrics"]
     started = time.monotonic()
@@ -255,8 +257,8 @@ async def _timed[T](ctx: dict[str, Any], name: str, work: Awaitable[T]) -> T:
 class MeasuredRetriever(Retriever):
     """The retriever, timing each search for the metrics."""
 
-    def __init__(self, retriever: Retriever, metrics: WorkerMetrics, **kwargs: Any) -> None:
-        super().__init__(retriever._store, retriever._index, **kwargs)
+    def __init__(self, store: Store, index: MessageIndex, metrics: WorkerMetrics) -> None:
+        super().__init__(store, index)
         self._metrics = metrics
 
     async def hits(
@@ -282,8 +284,19 @@ async def run_ask(
 
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    resources = await open_resources(settings, ctx["redis"])
+    metrics_for_resources: WorkerMetrics = ctx["metrics"]
+    resources = await open_resources(
+        settings,
+        ctx["redis"],
+        observer=metrics_for_resources,
+        on_generation=lambda g: metrics_for_resources.generation_done(
+            g.prompt_tokens, g.tokens, g.tokens_per_second
+        ),
+    )
     ctx["resources"] = resources
+    metrics: WorkerMetrics = ctx["metrics"]
+    state = resources.state
+    resources.retriever = MeasuredRetriever(state.store, state.index, metrics)
     if resources.state.lock is not None:
         # Holding the state lock proves no other worker runs, so jobs marked in progress
         # were left by a worker that died: release them now rather than when the marks
@@ -292,9 +305,60 @@ async def _startup(ctx: dict[str, Any]) -> None:
         if stale:
             await resources.redis.delete(*stale)
             logger.warning("re-queued %d jobs left in progress by a stopped worker", len(stale))
+    flusher = WindowFlusher(
+        MinuteWindow(resources.redis),
+        "jobs",
+        lambda: metrics.interaction_snapshot(HANDLE_INTERACTION),
+    )
+    ctx["flusher"] = flusher
+    await _report(resources, metrics)
+    ctx["background"] = [
+        asyncio.create_task(flusher.run()),
+        asyncio.create_task(_report_every(resources, metrics, HEARTBEAT_INTERVAL)),
+    ]
+
+
+async def _report(resources: WorkerResources, metrics: WorkerMetrics) -> None:
+    """Write what /health needs from the worker: its database and its disk."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(1.0):
+            await resources.state.store.database.fetch_val("SELECT 1")
+        database: dict[str, Any] = {
+            "ok": True,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+    except Exception as exc:
+        logger.exception("the database did not answer")
+        database = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    metrics.database_seconds.labels("ping").observe(time.perf_counter() - started)
+    report = {
+        "database": database,
+        "disk_percent": await asyncio.to_thread(disk_percent, resources.settings.data_dir),
+    }
+    await resources.redis.set(WORKER_REPORT_KEY, json.dumps(report), ex=3 * HEARTBEAT_INTERVAL)
+
+
+async def _report_every(
+    resources: WorkerResources, metrics: WorkerMetrics, interval: float
+) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await _report(resources, metrics)
+        except (RedisError, OSError) as exc:
+            logger.warning("could not write the worker's health report: %s", exc)
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    for task in ctx.pop("background", []):
+        await stop_task(task)
+    flusher: WindowFlusher | None = ctx.get("flusher")
+    if flusher is not None:
+        try:
+            await flusher.flush()
+        except (RedisError, OSError) as exc:
+            logger.warning("the last job counters were not written: %s", exc)
     resources: WorkerResources | None = ctx.get("resources")
     if resources is not None:
         await resources.close()
@@ -309,9 +373,14 @@ def build_worker(
     ctx: dict[str, Any] | None = None,
     job_timeout: float | None = None,
     poll_delay: float = 0.2,
+    metrics: WorkerMetrics | None = None,
 ) -> Worker:
     """An arq Worker for the given settings, reading jobs from `redis`."""
-    context: dict[str, Any] = {"settings": settings, **(ctx or {})}
+    context: dict[str, Any] = {
+        "settings": settings,
+        "metrics": metrics or WorkerMetrics(CollectorRegistry()),
+        **(ctx or {}),
+    }
     timeout = job_timeout if job_timeout is not None else settings.answer_deadline + 60
     return Worker(
         functions=[
@@ -328,7 +397,27 @@ def build_worker(
                 unique=True,
                 timeout=SYNC_JOB_TIMEOUT,
                 max_tries=1,
-            )
+            ),
+            # Daily at 04:10 and weekly on Sunday at 04:40, both local time of the worker.
+            cron(
+                integrity_job,
+                name=INTEGRITY_JOB,
+                hour=4,
+                minute=10,
+                unique=True,
+                timeout=SYNC_JOB_TIMEOUT,
+                max_tries=1,
+            ),
+            cron(
+                vacuum_job,
+                name=VACUUM_JOB,
+                weekday="sun",
+                hour=4,
+                minute=40,
+                unique=True,
+                timeout=SYNC_JOB_TIMEOUT,
+                max_tries=1,
+            ),
         ],
         queue_name=QUEUE_NAME,
         redis_pool=redis,
@@ -342,7 +431,7 @@ def build_worker(
         max_tries=3,
         job_timeout=timeout,
         keep_result=INTERACTION_TOKEN_LIFETIME,
-        health_check_interval=10,
+        health_check_interval=HEARTBEAT_INTERVAL,
     )
 
 
@@ -351,6 +440,17 @@ def run_worker(settings: Settings) -> int:
     if settings.redis_url is None:
         raise BotError("REDIS_URL: the worker needs the queue's Redis URL")
     redis = ArqRedis.from_url(settings.redis_url)
-    worker = build_worker(settings, redis)
-    worker.run()
+    metrics = WorkerMetrics(CollectorRegistry())
+    server = None
+    try:
+        server, _ = start_http_server(settings.metrics_port, registry=metrics.registry)
+        logger.info("worker metrics on port %d", settings.metrics_port)
+    except OSError as exc:
+        # Answers matter more than metrics: run on, and say why there are none.
+        logger.error("no worker metrics: port %d is unavailable (%s)", settings.metrics_port, exc)
+    try:
+        build_worker(settings, redis, metrics=metrics).run()
+    finally:
+        if server is not None:
+            server.shutdown()
     return 0

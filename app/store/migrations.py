@@ -78,6 +78,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_roles_guild ON roles (guild_id)",
         ),
     ),
+    Migration(
+        2,
+        "audit log of command invocations",
+        (
+            # Keyed by the interaction id: a retried job updates its row instead of adding one.
+            """CREATE TABLE audit_log (
+                interaction_id TEXT PRIMARY KEY,
+                at DATETIME NOT NULL,
+                guild_id TEXT,
+                channel_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                command TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                latency_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX ix_audit_log_at ON audit_log (at)",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -1,0 +1,367 @@
+"""Health checks: what GET /health reports, and a probe for container health checks.
+
+The web process checks what it can see itself (Redis, its memory, its disk) and
+reads what only the worker can see (its heartbeat, the database, the integrity
+check, the index) from Redis, where the worker writes it. Web and worker keep
+per-minute request counters in Redis (`MinuteWindow`), so the error rate and
+the 95th percentile response time cover every process over the last minutes.
+
+A failing *critical* check (Redis, memory) means this instance cannot take
+interactions: 503. Any other failing check makes the status "degraded" with 200.
+
+`python -m health [URL]` exits 0 when the process answers: the image's HEALTHCHECK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+# The worker's arq heartbeat: the key arq sets every HEARTBEAT_INTERVAL seconds, expiring
+# one second after the next one is due, so a dead or stuck worker is noticed within seconds.
+HEARTBEAT_INTERVAL: Final = 5
+HEARTBEAT_KEY: Final = "arq:queue:health-check"
+QUEUE_KEY: Final = "arq:queue"
+# What the worker reports for /health (database, disk, index), rewritten every interval.
+WORKER_REPORT_KEY: Final = "health:worker"
+# The latest PRAGMA integrity_check and index check, kept until the next one.
+INTEGRITY_KEY: Final = "health:integrity"
+STATS_PREFIX: Final = "health:stats:"
+# Response-time buckets (seconds) of the per-minute counters; the last one is +Inf.
+LATENCY_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_STATS_TTL: Final = 15 * 60
+_ERROR_TEXT_MAX: Final = 200
+
+Check = dict[str, Any]
+# Without these this instance cannot take interactions: GET /health answers 503.
+CRITICAL: Final = frozenset({"redis", "memory"})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits above which a check fails; tests inject their own."""
+
+    memory_percent: float = 80.0
+    disk_percent: float = 90.0
+    heartbeat_max_age: float = HEARTBEAT_INTERVAL + 1.0
+    queue_depth: int = 100
+    error_rate: float = 0.05
+    p95_seconds: float = 5.0
+    window_minutes: int = 5
+    # Fewer requests than this in the window say nothing about the error rate.
+    min_requests: int = 20
+    check_timeout: float = 1.0
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The outcome of one round of checks."""
+
+    checks: dict[str, Check]
+    critical: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def serving(self) -> bool:
+        """Whether every critical check passed: this instance can take interactions."""
+        return all(self.checks[name]["ok"] for name in self.critical if name in self.checks)
+
+    @property
+    def status(self) -> str:
+        """ "ok" when every check passed, else "degraded"."""
+        return "ok" if all(c["ok"] for c in self.checks.values()) else "degraded"
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of GET /health."""
+        return {"status": self.status, "checks": self.checks}
+
+
+def memory_percent() -> float:
+    """Memory in use, in percent of this container's limit (cgroup v2) or of the machine."""
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            current = int((cgroup / "memory.current").read_text())
+            return 100.0 * current / int(limit)
+    except (OSError, ValueError):
+        pass
+    import psutil
+
+    return float(psutil.virtual_memory().percent)
+
+
+def disk_percent(path: Path) -> float:
+    """Disk use of the file system holding `path` (or its nearest existing parent)."""
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    return 100.0 * usage.used / usage.total
+
+
+class MinuteWindow:
+    """Per-minute request counters in Redis: hashes `health:stats:SOURCE:MINUTE`.
+
+    Fields: `n` (requests), `err` (failed ones) and `b0`..`bN` (how many fell in
+    each LATENCY_BUCKETS bucket, the last one open-ended).
+    """
+
+    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    async def add(
+        self, source: str, requests: int, errors: int, buckets: Sequence[int], when: float
+    ) -> None:
+        """Add counts to the minute containing `when`."""
+        key = f"{STATS_PREFIX}{source}:{int(when // 60)}"
+        pipe = self._redis.pipeline(transaction=False)
+        if requests:
+            pipe.hincrby(key, "n", requests)
+        if errors:
+            pipe.hincrby(key, "err", errors)
+        for index, count in enumerate(buckets):
+            if count:
+                pipe.hincrby(key, f"b{index}", count)
+        pipe.expire(key, _STATS_TTL)
+        await pipe.execute()
+
+    async def totals(self, source: str, minutes: int) -> tuple[int, int, list[int]]:
+        """Requests, errors and bucket counts of `source` over the last `minutes` minutes."""
+        now = int(self._clock() // 60)
+        keys = [f"{STATS_PREFIX}{source}:{m}" for m in range(now - minutes + 1, now + 1)]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        requests = errors = 0
+        buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        for row in await pipe.execute():
+            fields = {k.decode(): int(v) for k, v in row.items()}
+            requests += fields.get("n", 0)
+            errors += fields.get("err", 0)
+            for index in range(len(buckets)):
+                buckets[index] += fields.get(f"b{index}", 0)
+        return requests, errors, buckets
+
+
+def percentile(buckets: Sequence[int], fraction: float) -> float:
+    """The upper bound of the bucket holding the given fraction of the counts (inf: beyond)."""
+    total = sum(buckets)
+    if total == 0:
+        return 0.0
+    rank = fraction * total
+    seen = 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+        seen += count
+        if seen >= rank:
+            return bound
+    return float("inf")
+
+
+class HealthChecker:
+    """Runs the checks of GET /health, each bounded by `thresholds.check_timeout`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        data_dir: Path,
+        thresholds: Thresholds | None = None,
+        *,
+        memory: Callable[[], float] = memory_percent,
+        disk: Callable[[Path], float] = disk_percent,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._data_dir = data_dir
+        self.thresholds = thresholds or Thresholds()
+        self._memory = memory
+        self._disk = disk
+        self._clock = clock
+        self._window = MinuteWindow(redis, clock)
+
+    async def run(self) -> HealthReport:
+        """Every check, concurrently; the worker's are skipped while Redis is down."""
+        redis = await self._bounded(self.redis)
+        checks: dict[str, Check] = {
+            "redis": redis,
+            "memory": await self._bounded(self.memory),
+            "disk": await self._bounded(self.disk),
+        }
+        if redis["ok"]:
+            names = (
+                "worker",
+                "queue",
+                "errors",
+                "latency",
+                "database",
+                "integrity",
+                "worker_disk",
+            )
+            results = await asyncio.gather(
+                self._bounded(self.worker),
+                self._bounded(self.queue),
+                self._bounded(self.errors),
+                self._bounded(self.latency),
+                self._bounded(self.database),
+                self._bounded(self.integrity),
+                self._bounded(self.worker_disk),
+            )
+            checks.update(zip(names, results, strict=True))
+        return HealthReport(checks, CRITICAL)
+
+    async def run_critical(self) -> HealthReport:
+        """Only the checks that decide whether this instance can take interactions."""
+        checks = {
+            "redis": await self._bounded(self.redis),
+            "memory": await self._bounded(self.memory),
+        }
+        return HealthReport(checks, frozenset(checks))
+
+    async def _bounded(self, check: Callable[[], Awaitable[Check]]) -> Check:
+        try:
+            async with asyncio.timeout(self.thresholds.check_timeout):
+                return await check()
+        except TimeoutError:
+            return {"ok": False, "error": f"no answer within {self.thresholds.check_timeout} s"}
+        except (RedisError, OSError, ValueError) as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX]}
+
+    async def redis(self) -> Check:
+        """Redis answers a PING."""
+        started = time.perf_counter()
+        await self._redis.ping()
+        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    async def memory(self) -> Check:
+        """This machine's (or container's) memory use is under the threshold."""
+        used = self._memory()
+        limit = self.thresholds.memory_percent
+        return {"ok": used < limit, "percent": round(used, 1), "limit": limit}
+
+    async def disk(self) -> Check:
+        """The disk holding DATA_DIR on this machine is under the threshold."""
+        used = self._disk(self._data_dir)
+        limit = self.thresholds.disk_percent
+        return {"ok": used < limit, "percent": round(used, 1), "limit": limit}
+
+    async def worker_disk(self) -> Check:
+        """The disk holding the worker's DATA_DIR, as it last reported, is under the threshold."""
+        used = (await self._worker_report()).get("disk_percent")
+        if not isinstance(used, (int, float)):
+            return {"ok": False, "error": "the worker has not reported its disk use"}
+        limit = self.thresholds.disk_percent
+        return {"ok": used < limit, "percent": round(float(used), 1), "limit": limit}
+
+    async def worker(self) -> Check:
+        """The worker's heartbeat is fresh: arq rewrote its health-check key recently."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(HEARTBEAT_KEY)
+        pipe.pttl(HEARTBEAT_KEY)
+        value, ttl_ms = await pipe.execute()
+        if value is None:
+            return {"ok": False, "error": "no worker heartbeat: is the worker running?"}
+        age = HEARTBEAT_INTERVAL + 1.0 - max(0, ttl_ms) / 1000.0
+        return {
+            "ok": age <= self.thresholds.heartbeat_max_age,
+            "age_s": round(age, 1),
+            "limit_s": self.thresholds.heartbeat_max_age,
+            "info": value.decode(errors="replace"),
+        }
+
+    async def queue(self) -> Check:
+        """Jobs waiting in the queue, and how long the oldest has waited."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(QUEUE_KEY)
+        pipe.zrange(QUEUE_KEY, 0, 0, withscores=True)
+        depth, oldest = await pipe.execute()
+        wait = max(0.0, self._clock() - oldest[0][1] / 1000.0) if oldest else 0.0
+        limit = self.thresholds.queue_depth
+        return {"ok": depth <= limit, "depth": depth, "limit": limit, "oldest_s": round(wait, 1)}
+
+    async def errors(self) -> Check:
+        """Failed requests and jobs over the window are under the threshold rate."""
+        minutes = self.thresholds.window_minutes
+        web = await self._window.totals("web", minutes)
+        jobs = await self._window.totals("jobs", minutes)
+        requests, failed = web[0] + jobs[0], web[1] + jobs[1]
+        rate = failed / requests if requests else 0.0
+        limit = self.thresholds.error_rate
+        ok = requests < self.thresholds.min_requests or rate < limit
+        return {"ok": ok, "rate": round(rate, 4), "limit": limit, "requests": requests}
+
+    async def latency(self) -> Check:
+        """The 95th percentile of the front door's response time is under the threshold."""
+        minutes = self.thresholds.window_minutes
+        requests, _, buckets = await self._window.totals("web", minutes)
+        _, _, job_buckets = await self._window.totals("jobs", minutes)
+        p95 = percentile(buckets, 0.95)
+        limit = self.thresholds.p95_seconds
+        return {
+            "ok": p95 <= limit,
+            "p95_s": p95 if p95 != float("inf") else f">{LATENCY_BUCKETS[-1]}",
+            "limit_s": limit,
+            "requests": requests,
+            "jobs_p95_s": _finite(percentile(job_buckets, 0.95)),
+        }
+
+    async def database(self) -> Check:
+        """The worker reached its database at its last report."""
+        report = await self._worker_report()
+        database = report.get("database")
+        if not isinstance(database, dict):
+            return {"ok": False, "error": "the worker has not reported on its database"}
+        return database
+
+    async def integrity(self) -> Check:
+        """The latest integrity check of the database and the index found no damage."""
+        raw = await self._redis.get(INTEGRITY_KEY)
+        if raw is None:
+            return {"ok": True, "checked_at": None}
+        result: Check = json.loads(raw)
+        return result
+
+    async def _worker_report(self) -> Mapping[str, Any]:
+        raw = await self._redis.get(WORKER_REPORT_KEY)
+        report: dict[str, Any] = json.loads(raw) if raw else {}
+        return report
+
+
+def _finite(value: float) -> float | str:
+    return value if value != float("inf") else f">{LATENCY_BUCKETS[-1]}"
+
+
+def probe(url: str, timeout: float = 3.0) -> int:
+    """Exit status for a container health check: 0 when `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our URL
+            return 0 if response.status == 200 else 1
+    except OSError as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m health [URL]`: probe this container's web /health, or its worker's metrics."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args:
+        return probe(args[0])
+    web = f"http://127.0.0.1:{os.environ.get('PORT', '8080')}/health"
+    worker = f"http://127.0.0.1:{os.environ.get('METRICS_PORT', '9091')}/metrics"
+    # The image runs either process; whichever answers is this container's.
+    return 0 if probe(web) == 0 else probe(worker)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
