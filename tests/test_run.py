@@ -17,13 +17,16 @@ from app.redis_server import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float) -> httpx.Response:
+def wait_for_health(
+    url: str, process: subprocess.Popen[bytes], timeout: float, status: str = "ok"
+) -> httpx.Response:
+    """Poll /health until it answers 200 with `status` (the worker reports a few seconds in)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "python -m app run exited early"
         try:
             response = httpx.get(url, timeout=1.0)
-            if response.status_code == 200:
+            if response.status_code == 200 and response.json()["status"] == status:
                 return response
         except httpx.TransportError:
             pass
@@ -44,8 +47,9 @@ def test_run_starts_redis_web_and_worker_then_stops_on_ctrl_c(tmp_path: Path) ->
         stderr=subprocess.STDOUT,
     )
     try:
-        health = wait_for_health(f"http://127.0.0.1:{port}/health", process, 60)
-        assert health.json()["status"] == "ok"
+        # Web, Redis and the worker (its models loaded, its heartbeat fresh) are all up.
+        health = wait_for_health(f"http://127.0.0.1:{port}/health", process, 120)
+        assert health.json()["checks"]["worker"]["ok"] is True
         answer = httpx.post(f"http://127.0.0.1:{port}/interactions", content=b"{}")
         assert answer.status_code == 503
         assert "DISCORD_PUBLIC_KEY" in answer.json()["error"]

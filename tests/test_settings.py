@@ -100,3 +100,13 @@ def test_env_example_documents_every_variable() -> None:
     )
     for name in names.split():
         assert f"{name}=" in example, name
+
+
+def test_every_command_line_command_has_a_handler() -> None:
+    from app.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    choices = next(
+        a.choices for a in parser._actions if isinstance(a.choices, dict) and "run" in a.choices
+    )
+    assert set(choices) == set(COMMANDS)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 
-from app.discord.rest import DiscordRest
-from app.llm.generator import Generator
+from app.discord.rest import DiscordRest, RestObserver
+from app.llm.generator import Generation, Generator
 from app.retrieval.search import Retriever
 from app.settings import Settings
 from app.state import State
@@ -37,18 +38,25 @@ class WorkerResources:
         await self.state.close()
 
 
-async def open_resources(settings: Settings, redis: ArqRedis) -> WorkerResources:
-    """Open the worker's collaborators from its settings."""
+async def open_resources(
+    settings: Settings,
+    redis: ArqRedis,
+    *,
+    observer: RestObserver | None = None,
+    on_generation: Callable[[Generation], None] | None = None,
+) -> WorkerResources:
+    """Open the worker's collaborators from its settings, reporting to the given observers."""
     if settings.discord_bot_token is None:
         logger.warning("DISCORD_BOT_TOKEN is not set: sync cannot run; replies still work")
     state = await State.open(settings, "worker")
     try:
         generator = Generator.from_settings(settings)
+        generator.on_generation = on_generation
         await asyncio.to_thread(generator.load)
     except BaseException:
         await state.close()
         raise
-    rest = DiscordRest(settings.discord_api_base, settings.discord_bot_token)
+    rest = DiscordRest(settings.discord_api_base, settings.discord_bot_token, observer=observer)
     sync = SyncRunner(
         rest, state.store, state.indexer, recheck_seconds=settings.sync_recheck_days * 86_400
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,6 +39,10 @@ class _Result:
     detail: str | None = None
 
 
+# Told of every answered request: interaction type, command and outcome (for metrics).
+InteractionObserver = Callable[[int | None, str | None, str], None]
+
+
 class InteractionEndpoint:
     """Answers one signed interaction request with a status and a JSON body.
 
@@ -50,10 +55,12 @@ class InteractionEndpoint:
         verifier: SignatureVerifier,
         admission: Admission,
         options: OptionChecker | None = None,
+        observer: InteractionObserver | None = None,
     ) -> None:
         self.verifier = verifier
         self.admission = admission
         self.options = options if options is not None else OptionChecker()
+        self.observer = observer
 
     async def handle(self, body: bytes, signature: str | None, timestamp: str | None) -> Reply:
         """Verify before reading anything, then answer within Discord's deadline."""
@@ -65,6 +72,13 @@ class InteractionEndpoint:
             logger.exception("interaction could not be answered")
             result = _Result(
                 200, responses.ephemeral_message("Something went wrong on my side."), "error"
+            )
+        if self.observer is not None:
+            interaction = result.interaction
+            self.observer(
+                interaction.type if interaction else None,
+                interaction.command if interaction else None,
+                result.outcome,
             )
         if logger.isEnabledFor(logging.INFO):
             _log(result, started)

@@ -107,6 +107,7 @@ class Generator:
         sampling: Sampling | None = None,
         chat_template: str | None = None,
         progress_interval: float = 1.0,
+        on_generation: Callable[[Generation], None] | None = None,
     ) -> None:
         """Configure; `chat_template` replaces the GGUF's own template when given."""
         self.model_path = model_path
@@ -115,6 +116,8 @@ class Generator:
         self.deadline = deadline
         self.sampling = sampling or Sampling()
         self.progress_interval = progress_interval
+        # Told about every finished generation (the worker counts tokens for its metrics).
+        self.on_generation = on_generation
         self._template_override = chat_template
         self._template: str | None = None
         self._llama: Llama | None = None
@@ -232,6 +235,8 @@ class Generator:
             waited = time.monotonic() - called
             result = await self._run_thread(llama, run, on_text)
         result = replace(result, waited=waited)
+        if self.on_generation is not None:
+            self.on_generation(result)
         logger.info(
             "generated %d tokens after %d prompt tokens in %.2fs (%.1f tokens/s, %s, queued %.2fs)",
             result.tokens,
