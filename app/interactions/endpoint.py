@@ -80,8 +80,10 @@ class InteractionEndpoint:
                 interaction.command if interaction else None,
                 result.outcome,
             )
-        if logger.isEnabledFor(logging.INFO):
-            _log(result, started)
+        # PINGs are Discord's probes of the endpoint, not anyone's request: DEBUG only.
+        level = logging.DEBUG if result.outcome == "pong" else logging.INFO
+        if logger.isEnabledFor(level):
+            _log(result, started, level)
         return result.status, result.body
 
     async def _answer(self, body: bytes, signature: str | None, timestamp: str | None) -> _Result:
@@ -131,9 +133,10 @@ class InteractionEndpoint:
         return _Result(200, body, verdict.outcome.value, interaction)
 
 
-def _log(result: _Result, started: float) -> None:
+def _log(result: _Result, started: float, level: int) -> None:
     interaction = result.interaction
-    logger.info(
+    logger.log(
+        level,
         "interaction %s",
         result.outcome,
         extra={
