@@ -22,23 +22,15 @@ while shared, ``python -m bench.embedding``)::
 
 So ``query`` first over-fetches ``max(100, 12*k)`` nearest neighbours without a
 filter and keeps those in permitted channels. When the permitted channels hold
-much of the index (server scope) that yields k hits at unfiltered cost. Only
-when fewer than k permitted hits survive, which happens when the permitted
-channels are a small part of the index, does it fall back to a ``where`` query,
-and that is the case where the filter matches few rows and is cheapest. A
-channel set whose over-fetch kept under k/2 hits skips it for its next 16
-queries. Either way no hit from a non-permitted channel can be returned, and the
-hits are the filtered top k. Measured with this strategy (same shared machine, k=8)::
-
-    permitted     where only     this query(vector)   this query(text), embedding included
-    40 channels   226 / 263        5.1 /  6.3            9.2 / 15.6     (p50 / p95 ms)
-     5 channels    64 /  74        8.1 / 90.6           13.9 / 89.3
-     1 channel     45 /  52       47.1 / 58.1           52.7 / 75.0
-
-Rows with 1 and 5 channels are bounded by Chroma's own filtered search when
-the over-fetch misses (32-37 ms p95 idle per DESIGN.md, 45-75 ms here under
-load); random bench vectors are the worst case, as real questions asked in a
-channel tend to find that channel's messages among the nearest neighbours.
+much of the index (server scope) that always yields k hits, at unfiltered cost.
+When fewer than k permitted hits survive, the permitted channels are a small
+part of the index, and their own vectors are few: ``app.retrieval.scan`` copies
+them out once (dropped on any write to the channel) and scans them exactly,
+falling back to Chroma's ``where`` only for channels too large to copy.
+Either way no hit from a non-permitted channel can be returned. Measured with
+``python -m bench.embedding`` at 100k vectors, query embedding included, p95:
+1 channel 16 ms, 5 channels 23 ms, 40 channels 15 ms (a ``where`` query alone:
+42, 59 and 219 ms).
 
 Thread-safety: every method is blocking. The Chroma client may be used from
 several threads; writes (upsert, delete, reset) are serialised by a lock here so
@@ -62,6 +54,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from app.errors import BotError
+from app.retrieval.scan import ChannelMatrix, ChannelVectors
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -140,6 +133,7 @@ class MessageIndex:
         self._embedder = embedder
         self._write_lock = threading.Lock()
         self._skips = _FutileOverfetch()
+        self._vectors = ChannelVectors(self._load_channels)
         self._collection = self._open_collection()
 
     def upsert(self, items: Sequence[IndexItem]) -> None:
@@ -164,6 +158,7 @@ class MessageIndex:
                 self._collection.upsert(
                     ids=[str(item.id) for item in batch], embeddings=vectors, metadatas=metadatas
                 )
+                self._vectors.invalidate({item.channel_id for item in batch})
 
     def delete(self, ids: Sequence[int]) -> None:
         """Remove the given message ids; unknown ids are ignored."""
@@ -171,6 +166,8 @@ class MessageIndex:
             batch = [str(i) for i in ids[start : start + BATCH_SIZE]]
             with self._write_lock, _translated("delete from the index"):
                 self._collection.delete(ids=batch)
+                # The deleted ids' channels are not known here: drop every copy.
+                self._vectors.invalidate()
 
     def count(self) -> int:
         """Number of vectors in the index."""
@@ -187,6 +184,7 @@ class MessageIndex:
             except NotFoundError:
                 logger.info("no %s collection to drop", COLLECTION)
             self._collection = self._open_collection()
+            self._vectors.invalidate()
         logger.info("vector index reset")
 
     def query(
@@ -200,7 +198,7 @@ class MessageIndex:
             return self._search(vector, k, where=None)
         permitted = frozenset(channel_ids)
         if self._skips.take(permitted):
-            return self._search(vector, k, where=_channel_filter(permitted))
+            return self._filtered(vector, permitted, k)
         wanted = max(OVERFETCH_MIN, OVERFETCH_FACTOR * k)
         candidates = self._search(vector, wanted, where=None)
         hits = [hit for hit in candidates if hit.channel_id in permitted]
@@ -209,7 +207,41 @@ class MessageIndex:
         logger.debug("over-fetch kept %d of %d; filtering in Chroma", len(hits), wanted)
         if 2 * len(hits) < k:  # the permitted channels are a sliver of the index
             self._skips.remember(permitted)
-        return self._search(vector, k, where=_channel_filter(permitted))
+        return self._filtered(vector, permitted, k)
+
+    def _filtered(self, vector: Vectors, permitted: frozenset[str], k: int) -> list[Hit]:
+        """Exact search over the permitted channels' own vectors, or Chroma's filter if large."""
+        scanned = self._vectors.search(vector, permitted, k)
+        if scanned is None:
+            return self._search(vector, k, where=_channel_filter(permitted))
+        return [Hit(id=i, similarity=s, channel_id=c) for i, s, c in scanned]
+
+    def _load_channels(self, channels: list[str], limit: int) -> dict[str, ChannelMatrix] | None:
+        """The vectors of some channels, or None when they hold more than `limit`."""
+        with _translated("read channel vectors"):
+            got = self._collection.get(
+                where=_channel_filter(frozenset(channels)),
+                include=["embeddings", "metadatas"],
+                limit=limit + 1,
+            )
+        ids = got["ids"]
+        if len(ids) > limit:
+            return None
+        embeddings = got["embeddings"] if got["embeddings"] is not None else []
+        metadatas = got["metadatas"] or []
+        rows: dict[str, tuple[list[int], list[Any]]] = {c: ([], []) for c in channels}
+        for message_id, vector, metadata in zip(ids, embeddings, metadatas, strict=True):
+            channel_rows = rows[str(metadata["channel_id"])]
+            channel_rows[0].append(int(message_id))
+            channel_rows[1].append(vector)
+        dims = self._embedder.dimensions
+        return {
+            channel: ChannelMatrix(
+                ids=np.asarray(found_ids, dtype=np.int64),
+                vectors=np.asarray(vectors, dtype=np.float32).reshape(len(found_ids), dims),
+            )
+            for channel, (found_ids, vectors) in rows.items()
+        }
 
     async def aupsert(self, items: Sequence[IndexItem]) -> None:
         """``upsert`` off the event loop."""

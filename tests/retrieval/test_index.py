@@ -230,3 +230,16 @@ def test_repeated_texts_get_the_vectors_of_their_own_text(
     for i, text in enumerate(texts):
         expected = embedder.encode([text])[0]
         assert float(np.dot(by_id[str(i)], expected)) > 0.99999
+
+
+def test_a_write_to_a_rare_channel_is_seen_by_the_next_search(index: MessageIndex) -> None:
+    crowd = [item(1000 + i, f"{PLANTED} ({i})", "10") for i in range(OVERFETCH_MIN + 20)]
+    rare = [item(5000 + i, text, "20") for i, text in enumerate(FILLER[:5])]
+    index.upsert(crowd + rare)
+    before = index.query(PLANTED, channel_ids=["20"], k=1)
+    assert before[0].id != 7777
+    # The channel's vectors are now copied for exact search; a write must replace the copy.
+    index.upsert([item(7777, PLANTED, "20")])
+    assert index.query(PLANTED, channel_ids=["20"], k=1)[0].id == 7777
+    index.delete([7777])
+    assert index.query(PLANTED, channel_ids=["20"], k=1) == before
