@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 
 from app import __version__
 from app.errors import BotError, StateLockedError
+from app.handoff import run_on_worker
 from app.settings import Settings
 from app.store.lock import StateLock
 
@@ -143,36 +143,12 @@ async def backup(settings: Settings, dest: Path) -> str:
     try:
         lock.acquire()
     except StateLockedError as exc:
-        return await _backup_through_worker(settings, dest, exc)
+        return await run_on_worker(settings, exc, BACKUP_JOB, str(dest))
     try:
         result = await asyncio.to_thread(snapshot, settings, dest)
     finally:
         lock.release()
     return result.line("backed up to")
-
-
-async def _backup_through_worker(settings: Settings, dest: Path, locked: StateLockedError) -> str:
-    from arq.connections import ArqRedis
-
-    from app.jobs import QUEUE_NAME
-    from app.supervisor import embedded_redis_socket
-
-    url = settings.redis_url
-    socket = embedded_redis_socket(settings)
-    if url is None and socket.exists():
-        url = f"unix://{socket.resolve()}?db=0"
-    if url is None:
-        raise BackupError(f"{locked}: the worker's queue is unknown (set REDIS_URL)")
-    redis = ArqRedis.from_url(url)
-    try:
-        job = await redis.enqueue_job(BACKUP_JOB, str(dest), _queue_name=QUEUE_NAME)
-        if job is None:
-            raise BackupError("the worker's queue refused the backup job")
-        print(f"{locked}; the backup was handed to it. Waiting for it…", file=sys.stderr)
-        result: str = await job.result(timeout=None, poll_delay=0.5)
-        return result
-    finally:
-        await redis.aclose()
 
 
 def restore(settings: Settings, src: Path, clock: Callable[[], float] = time.time) -> str:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from app.discord.rest import DiscordRest
 from app.errors import BotError, StateLockedError
+from app.handoff import run_on_worker
+from app.jobs import RUN_ASK, RUN_SYNC
 from app.settings import Settings
 from app.state import State
 from app.store.exporter import parse_export
@@ -68,7 +70,7 @@ async def sync(settings: Settings, guilds: list[str], channels: list[str]) -> Sy
     try:
         state = await State.open(settings, "sync command")
     except StateLockedError as exc:
-        return await _sync_through_worker(settings, guilds, channels, exc)
+        return await run_on_worker(settings, exc, RUN_SYNC, guilds, channels)
     progress = Progress("syncing")
     try:
         async with DiscordRest(settings.discord_api_base, settings.discord_bot_token) as rest:
@@ -88,41 +90,6 @@ async def sync(settings: Settings, guilds: list[str], channels: list[str]) -> Sy
     finally:
         progress.close()
         await state.close()
-
-
-async def _sync_through_worker(
-    settings: Settings, guilds: list[str], channels: list[str], locked: StateLockedError
-) -> str:
-    from app.jobs import RUN_SYNC
-
-    return await _through_worker(settings, locked, RUN_SYNC, guilds, channels)
-
-
-async def _through_worker(
-    settings: Settings, locked: StateLockedError, job_name: str, *args: object
-) -> str:
-    """Run a job on the worker that owns the state, and wait for its result."""
-    from arq.connections import ArqRedis
-
-    from app.jobs import QUEUE_NAME
-    from app.supervisor import embedded_redis_socket
-
-    url = settings.redis_url
-    socket = embedded_redis_socket(settings)
-    if url is None and socket.exists():
-        url = f"unix://{socket.resolve()}?db=0"
-    if url is None:
-        raise locked
-    redis = ArqRedis.from_url(url)
-    try:
-        job = await redis.enqueue_job(job_name, *args, _queue_name=QUEUE_NAME)
-        if job is None:
-            raise BotError("the worker's queue refused the job")
-        print(f"{locked}; the work was handed to it. Waiting for the result…", file=sys.stderr)
-        result: str = await job.result(timeout=None, poll_delay=1.0)
-        return result
-    finally:
-        await redis.aclose()
 
 
 def _merge(a: SyncSummary, b: SyncSummary) -> SyncSummary:
@@ -149,9 +116,7 @@ async def ask(
     try:
         state = await State.open(settings, "ask command")
     except StateLockedError as exc:
-        from app.jobs import RUN_ASK
-
-        return await _through_worker(settings, exc, RUN_ASK, question, channel_id, scope, user_id)
+        return await run_on_worker(settings, exc, RUN_ASK, question, channel_id, scope, user_id)
     try:
         generator = Generator.from_settings(settings)
         await asyncio.to_thread(generator.load)
