@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import BotError
+from app.interactions.models import option_values
 from app.jobs import snowflake_time
 
 
@@ -57,7 +58,6 @@ class Invocation:
         missing = [k for k in found if k not in values]
         if missing:
             raise InvalidInvocation(f"interaction lacks {', '.join(missing)}")
-        options = data.get("options")
         permissions = (member or {}).get("permissions")
         roles = (member or {}).get("roles")
         roles = roles if isinstance(roles, list) else []
@@ -66,11 +66,7 @@ class Invocation:
             application_id=values["application_id"],
             token=values["token"],
             command=values["command"],
-            options={
-                o["name"]: o.get("value")
-                for o in (options if isinstance(options, list) else [])
-                if isinstance(o, dict) and isinstance(o.get("name"), str)
-            },
+            options=option_values(data.get("options")),
             guild_id=raw.get("guild_id") if isinstance(raw.get("guild_id"), str) else None,
             channel_id=values["channel_id"],
             user_id=values["user_id"],

@@ -65,13 +65,14 @@ def parse_interaction(body: bytes) -> Interaction:
         id=interaction_id,
         raw=raw,
         command=name if isinstance(name, str) else None,
-        options=_options(data.get("options")),
+        options=option_values(data.get("options")),
         user_id=_user_id(raw),
         permissions=_permissions(raw),
     )
 
 
-def _options(value: Any) -> dict[str, Any]:
+def option_values(value: Any) -> dict[str, Any]:
+    """A command's `data.options` list as name -> value (anything malformed is skipped)."""
     if not isinstance(value, list):
         return {}
     return {
