@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,28 +90,28 @@ class SyncRunner:
         self, guild_ids: Sequence[str], on_page: Callable[[int], None] | None = None
     ) -> SyncSummary:
         """Sync every readable message channel and thread of the guilds."""
-        async with self._lock:
-            started = time.monotonic()
-            channels: list[ChannelRecord] = []
-            for guild_id in guild_ids:
-                channels.extend(await self._discover_guild(guild_id))
-            summary = await self._sync(channels, on_page)
-            summary.seconds = time.monotonic() - started
-            logger.info("sync done: %s", summary.line())
-            return summary
+        return await self._run(self._discover_guild, guild_ids, on_page)
 
     async def sync_channels(
         self, channel_ids: Sequence[str], on_page: Callable[[int], None] | None = None
     ) -> SyncSummary:
         """Sync some channels and their threads."""
+        return await self._run(self._discover_channel, channel_ids, on_page)
+
+    async def _run(
+        self,
+        discover: Callable[[str], Awaitable[list[ChannelRecord]]],
+        ids: Sequence[str],
+        on_page: Callable[[int], None] | None,
+    ) -> SyncSummary:
         async with self._lock:
             started = time.monotonic()
             channels: list[ChannelRecord] = []
-            for channel_id in channel_ids:
-                channels.extend(await self._discover_channel(channel_id))
+            for found_id in ids:
+                channels.extend(await discover(found_id))
             summary = await self._sync(channels, on_page)
             summary.seconds = time.monotonic() - started
-            logger.info("sync of %s done: %s", ",".join(channel_ids), summary.line())
+            logger.info("sync of %s done: %s", ",".join(ids), summary.line())
             return summary
 
     async def _sync(
