@@ -44,6 +44,7 @@ async def open_resources(
     *,
     observer: RestObserver | None = None,
     on_generation: Callable[[Generation], None] | None = None,
+    on_search: Callable[[float], None] | None = None,
 ) -> WorkerResources:
     """Open the worker's collaborators from its settings, reporting to the given observers."""
     if settings.discord_bot_token is None:
@@ -66,6 +67,6 @@ async def open_resources(
         rest=rest,
         state=state,
         sync=sync,
-        retriever=Retriever(state.store, state.index),
+        retriever=Retriever(state.store, state.index, on_search=on_search),
         generator=generator,
     )

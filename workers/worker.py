@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,11 +34,7 @@ from app.jobs import (
 )
 from app.logs import interaction_id_var
 from app.metrics import WindowFlusher, WorkerMetrics, stop_task
-from app.retrieval.index import MessageIndex
-from app.retrieval.search import Retriever
 from app.settings import Settings
-from app.store.db import Store
-from app.store.models import StoredMessage
 from health import (
     HEARTBEAT_INTERVAL,
     INTEGRITY_KEY,
@@ -254,24 +250,6 @@ async def _timed(ctx: dict[str, Any], name: str, work: Awaitable[T]) -> T:
         metrics.job_done(name, outcome, time.monotonic() - started)
 
 
-class MeasuredRetriever(Retriever):
-    """The retriever, timing each search for the metrics."""
-
-    def __init__(self, store: Store, index: MessageIndex, metrics: WorkerMetrics) -> None:
-        super().__init__(store, index)
-        self._metrics = metrics
-
-    async def hits(
-        self, query: str, channel_ids: Collection[str], k: int
-    ) -> list[tuple[StoredMessage, float]]:
-        """The base search, observed in `vector_search_seconds`."""
-        started = time.perf_counter()
-        try:
-            return await super().hits(query, channel_ids, k)
-        finally:
-            self._metrics.search_seconds.observe(time.perf_counter() - started)
-
-
 async def run_ask(
     ctx: dict[str, Any], question: str, channel_id: str, scope: str, user_id: str | None
 ) -> str:
@@ -284,19 +262,17 @@ async def run_ask(
 
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    metrics_for_resources: WorkerMetrics = ctx["metrics"]
+    metrics: WorkerMetrics = ctx["metrics"]
     resources = await open_resources(
         settings,
         ctx["redis"],
-        observer=metrics_for_resources,
-        on_generation=lambda g: metrics_for_resources.generation_done(
+        observer=metrics,
+        on_generation=lambda g: metrics.generation_done(
             g.prompt_tokens, g.tokens, g.tokens_per_second
         ),
+        on_search=metrics.search_seconds.observe,
     )
     ctx["resources"] = resources
-    metrics: WorkerMetrics = ctx["metrics"]
-    state = resources.state
-    resources.retriever = MeasuredRetriever(state.store, state.index, metrics)
     if resources.state.lock is not None:
         # Holding the state lock proves no other worker runs, so jobs marked in progress
         # were left by a worker that died: release them now rather than when the marks

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from app.retrieval.index import MessageIndex
@@ -33,9 +34,12 @@ class Retriever:
         floor: float = SIMILARITY_FLOOR,
         before: int = 2,
         after: int = 2,
+        on_search: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
         self._index = index
+        # Told the seconds each search took (the worker's metrics).
+        self._on_search = on_search
         self._floor = floor
         self._before = before
         self._after = after
@@ -46,10 +50,13 @@ class Retriever:
         """The k best live messages above the floor, best first."""
         if not channel_ids or k <= 0:
             return []
+        started = time.perf_counter()
         found = await self._index.aquery(query, channel_ids=sorted(channel_ids), k=k)
         kept = [h for h in found if h.similarity >= self._floor and h.channel_id in channel_ids]
         # The index may lag the store by a moment: only live rows count.
         live = {m.id: m for m in await self._store.get_messages([h.id for h in kept])}
+        if self._on_search is not None:
+            self._on_search(time.perf_counter() - started)
         return [(live[h.id], h.similarity) for h in kept if h.id in live]
 
     async def passages(self, query: str, channel_ids: Collection[str], k: int) -> list[Passage]:
