@@ -13,6 +13,7 @@ from app.foreground import sync
 from app.jobs import HANDLE_INTERACTION, QUEUE_NAME, time_snowflake
 from app.settings import Settings
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
+from tests.signing import command
 from workers.worker import build_worker
 
 
@@ -51,30 +52,23 @@ def interaction(
 ) -> dict[str, Any]:
     """A command interaction as Discord would queue it, created now unless told otherwise."""
     n = next(_counter)
-    user = user or {"id": str(9_000_000 + n), "username": "asker", "discriminator": "0"}
-    return {
-        "id": str(time_snowflake(time.time() if created is None else created, n)),
-        "application_id": fake.application_id,
-        "type": 2,
-        "token": f"interaction-token-{n}-abcdefghijklmnopqrstuvwxyz",
-        "version": 1,
-        "guild_id": guild_id,
-        "channel_id": channel_id,
-        "data": {
-            "id": "5500000000000000001",
-            "name": name,
-            "type": 1,
-            "options": [
-                {"name": k, "type": 4 if isinstance(v, int) else 3, "value": v}
-                for k, v in (options or {}).items()
-            ],
-        },
-        "member": {
-            "user": user,
-            "roles": roles or [],
-            "permissions": str(permissions),
-        },
-    }
+    payload = command(
+        name,
+        options,
+        interaction_id=str(time_snowflake(time.time() if created is None else created, n)),
+        permissions=permissions,
+    )
+    payload.update(
+        application_id=fake.application_id,
+        token=f"interaction-token-{n}-abcdefghijklmnopqrstuvwxyz",
+        guild_id=guild_id,
+        channel_id=channel_id,
+    )
+    payload["member"].update(
+        user=user or {"id": str(9_000_000 + n), "username": "asker", "discriminator": "0"},
+        roles=roles or [],
+    )
+    return payload
 
 
 async def run_worker(
