@@ -66,6 +66,8 @@ class RecordedRequest:
     body: Any
     time: float
     status: int = 0
+    # The status a request dropped after handling would have had (0 otherwise).
+    handled_status: int = 0
 
 
 @dataclass
@@ -78,6 +80,9 @@ class Fault:
     retry_after: float = 0.1
     is_global: bool = False
     delay: float = 0.0
+    # A "drop" fault: False closes the connection before the request is handled,
+    # True after (the request took effect, but its answer never reaches the client).
+    after_handling: bool = False
 
 
 @dataclass
@@ -161,15 +166,14 @@ class FakeDiscord:
         self._last_message_time = HISTORY_START
         self._windows: dict[str, _Window] = {}
         self._routes = [(m, _compile(t), t, h) for m, t, h in self._route_table()]
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # Lifecycle.
 
     def start(self) -> FakeDiscord:
         """Listen on a free port of 127.0.0.1 in a background thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -464,9 +468,16 @@ class FakeDiscord:
         """The next `times` requests are answered normally but only after `seconds`."""
         self._inject(Fault("delay", route, delay=seconds), times)
 
-    def inject_drop(self, route: str | None = None, *, times: int = 1) -> None:
-        """The next `times` requests get their connection closed without an answer."""
-        self._inject(Fault("drop", route), times)
+    def inject_drop(
+        self, route: str | None = None, *, times: int = 1, after_handling: bool = False
+    ) -> None:
+        """The next `times` requests get their connection closed without an answer.
+
+        With `after_handling` the request is served first (a message is posted,
+        an edit applied) and only the answer is lost, as when a connection dies
+        on its way back: the client cannot tell the two apart.
+        """
+        self._inject(Fault("drop", route, after_handling=after_handling), times)
 
     def forbid_channel(self, channel_id: str) -> None:
         """Every request about this channel gets 403 Missing Access."""
@@ -564,7 +575,7 @@ class FakeDiscord:
             self.requests.append(record)
             self._check(record, bad_json)
             fault = self._take_fault(f"{method} {template}")
-        if fault is not None and fault.kind == "drop":
+        if fault is not None and fault.kind == "drop" and not fault.after_handling:
             return None
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.delay)
@@ -576,6 +587,10 @@ class FakeDiscord:
                 reply = self._serve(method, template, params, query, headers, body, fault, handler)
             except _Reply as exc:
                 reply = exc
+            if fault is not None and fault.kind == "drop":
+                # Handled, but the answer is lost: the client saw no status at all.
+                record.handled_status = reply.status
+                return None
             record.status = reply.status
             return reply.status, reply.payload, reply.headers
 
@@ -851,6 +866,13 @@ class FakeDiscord:
                 interaction.followups[index] = message
                 return message
         raise _error(404, 10008, "Unknown Message")
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 resets connections when a test opens dozens at once,
+    # which a client would take for a network fault that never was injected.
+    request_queue_size = 128
+    daemon_threads = True
 
 
 def _compile(template: str) -> re.Pattern[str]:

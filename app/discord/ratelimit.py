@@ -286,7 +286,9 @@ class RateLimiter:
         now = self._clock()
         if is_global:
             self._global_until = max(self._global_until, now + retry_after)
-        else:
+        # Interaction webhooks never wait for the global block, so a global 429 on one
+        # must still hold back its own bucket, or the request would be resent at once.
+        if not is_global or route.route.is_interaction_webhook:
             self.bucket(route).exhaust(now, retry_after)
 
     def _prune(self, now: float) -> None:

@@ -1,0 +1,113 @@
+"""Shared helpers of the fault tests: a synced channel, the queue drained by a real worker,
+and the bookkeeping that tells whether anything reached Discord twice."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from app.foreground import sync
+from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
+from app.settings import Settings
+from tests.fake_discord import FakeDiscord, RecordedRequest
+from tests.workers.conftest import worker_settings
+from workers.worker import build_worker
+
+WEBHOOK_PREFIX = "/webhooks/"
+
+
+@dataclass(frozen=True)
+class History:
+    """A guild channel whose messages are in the fake Discord and synced into DATA_DIR."""
+
+    guild: dict[str, Any]
+    channel: dict[str, Any]
+    messages: list[dict[str, Any]]
+
+    def stats_text(self) -> str:
+        """The exact /stats answer for this channel."""
+        names = Counter(m["author"]["global_name"] for m in self.messages)
+        first = self.messages[0]["timestamp"][:10]
+        last = self.messages[-1]["timestamp"][:10]
+        lines = [f"**{len(self.messages):,} messages** from {first} to {last}.", "Top authors:"]
+        ranked = sorted(names.items(), key=lambda item: (-item[1], item[0]))
+        lines += [f"{rank}. {name}: {count:,}" for rank, (name, count) in enumerate(ranked, 1)]
+        return "\n".join(lines)
+
+
+@pytest.fixture
+async def history(fake_discord: FakeDiscord, tmp_path: Path, model_cache_dir: Path) -> History:
+    """Twelve messages by three authors in #general, synced into tmp_path/data."""
+    guild = fake_discord.add_guild("Fault Club")
+    channel = fake_discord.add_channel(guild["id"], "general")
+    authors = ["alice"] * 6 + ["bob"] * 4 + ["carol"] * 2
+    messages = [
+        fake_discord.add_message(channel["id"], f"message number {i} about topic {i % 4}", author=a)
+        for i, a in enumerate(authors)
+    ]
+    settings = worker_settings(tmp_path, fake_discord, "redis://unused:1/0", model_cache_dir)
+    summary = await sync(settings, [], [channel["id"]])
+    assert not isinstance(summary, str) and summary.new == len(messages)
+    return History(guild, channel, messages)
+
+
+async def enqueue(settings: Settings, items: list[dict[str, Any]]) -> None:
+    """Queue interactions as `handle_interaction` jobs, as the front door does."""
+    assert settings.redis_url is not None
+    redis = ArqRedis.from_url(settings.redis_url)
+    try:
+        for item in items:
+            job = await redis.enqueue_job(
+                HANDLE_INTERACTION, item, _job_id=item["id"], _queue_name=QUEUE_NAME
+            )
+            assert job is not None
+    finally:
+        await redis.aclose()
+
+
+async def drain(settings: Settings, **ctx: Any) -> dict[str, Any]:
+    """Run a burst worker until the queue is empty; return every job's result by job id."""
+    assert settings.redis_url is not None
+    redis = ArqRedis.from_url(settings.redis_url)
+    try:
+        worker = build_worker(
+            settings, redis, burst=True, handle_signals=False, poll_delay=0, ctx=ctx
+        )
+        worker.cron_jobs = []
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+        return {r.job_id: r.result for r in await redis.all_job_results()}
+    finally:
+        await redis.aclose()
+
+
+def webhook_requests(fake: FakeDiscord, token: str) -> list[RecordedRequest]:
+    """Every request made with one interaction token."""
+    marker = f"{WEBHOOK_PREFIX}{fake.application_id}/{token}"
+    return [r for r in list(fake.requests) if marker in r.path]
+
+
+def repeated_after_success(fake: FakeDiscord) -> list[str]:
+    """Requests sent again, identical, after Discord had answered the same one with a 2xx."""
+    succeeded: set[tuple[str, str, str, str]] = set()
+    repeats = []
+    for request in sorted(list(fake.requests), key=lambda r: r.time):
+        key = (
+            request.method,
+            request.path,
+            json.dumps(request.query, sort_keys=True),
+            json.dumps(request.body, sort_keys=True),
+        )
+        if key in succeeded:
+            repeats.append(f"{request.method} {request.path} {key[2]} {key[3][:80]}")
+        if 200 <= request.status < 300:
+            succeeded.add(key)
+    return repeats
