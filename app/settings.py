@@ -11,6 +11,11 @@ from urllib.parse import urlsplit
 from app.errors import SettingsError
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
+# Jobs the queue may hold before new commands are answered "busy". Every queued
+# /ask must be answered within its token's 15 minutes: the bundled model answers
+# one in about a second on an idle 2-core machine, but a flood on a busy one was
+# measured (bench.load) at about 8 s per answer, and 100 x 8 s still fits.
+DEFAULT_QUEUE_LIMIT = 100
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
@@ -41,6 +46,7 @@ class Settings:
     rate_limit_per_minute: int = 5
     signature_max_age: float = 300.0
     redis_timeout: float = 1.0
+    queue_limit: int = DEFAULT_QUEUE_LIMIT
     # Sync
     sync_interval: int = 600
     sync_recheck_days: int = 7
@@ -97,6 +103,7 @@ class Settings:
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 5, 1, 100_000),
             signature_max_age=_float(env, "SIGNATURE_MAX_AGE", 300.0, 1.0, 86_400.0),
             redis_timeout=_float(env, "REDIS_TIMEOUT", 1.0, 0.05, 1.4),
+            queue_limit=_int(env, "QUEUE_LIMIT", DEFAULT_QUEUE_LIMIT, 0, 1_000_000),
             sync_interval=_int(env, "SYNC_INTERVAL", 600, 60, 86_400),
             sync_recheck_days=_int(env, "SYNC_RECHECK_DAYS", 7, 0, 3650),
             llm_threads=_int(env, "LLM_THREADS", 2, 1, 256),

@@ -6,7 +6,7 @@ import pytest
 
 from app.cli import load_environment, main
 from app.errors import SettingsError
-from app.settings import Settings
+from app.settings import DEFAULT_QUEUE_LIMIT, Settings
 
 KEY = "ab" * 32
 
@@ -62,6 +62,9 @@ def test_reads_every_documented_name() -> None:
         ("PORT", "eighty"),
         ("PORT", "70000"),
         ("RATE_LIMIT_PER_MINUTE", "0"),
+        ("QUEUE_LIMIT", "-1"),
+        ("QUEUE_LIMIT", "many"),
+        ("QUEUE_LIMIT", "1.5"),
         ("REDIS_TIMEOUT", "3"),
         ("LOG_LEVEL", "loud"),
     ],
@@ -71,6 +74,12 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
         Settings.from_env({name: value})
     assert str(caught.value).startswith(f"{name}:")
     assert "\n" not in str(caught.value)
+
+
+def test_queue_limit_defaults_and_zero_turns_it_off() -> None:
+    assert Settings.from_env({}).queue_limit == DEFAULT_QUEUE_LIMIT > 0
+    assert Settings.from_env({"QUEUE_LIMIT": "0"}).queue_limit == 0
+    assert Settings.from_env({"QUEUE_LIMIT": " 50 "}).queue_limit == 50
 
 
 def test_cli_stops_with_one_line_naming_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,7 +105,8 @@ def test_env_example_documents_every_variable() -> None:
         "SYNC_GUILD_IDS REDIS_URL DATABASE_URL CHROMA_PATH CHROMA_URL MODEL_PATH MODEL_CACHE_DIR "
         "DATA_DIR PORT "
         "HOST METRICS_PORT LOG_LEVEL LOG_FORMAT RATE_LIMIT_PER_MINUTE SIGNATURE_MAX_AGE "
-        "REDIS_TIMEOUT SYNC_INTERVAL SYNC_RECHECK_DAYS LLM_THREADS LLM_CONTEXT ANSWER_DEADLINE"
+        "REDIS_TIMEOUT QUEUE_LIMIT SYNC_INTERVAL SYNC_RECHECK_DAYS LLM_THREADS LLM_CONTEXT "
+        "ANSWER_DEADLINE"
     )
     for name in names.split():
         assert f"{name}=" in example, name

@@ -6,10 +6,14 @@ what bound the front door's throughput. One Lua script does, atomically:
 1. skip when `arq:job:<id>` or `arq:result:<id>` exists: Discord may deliver an
    interaction twice, and arq's own `enqueue_job(_job_id=...)` refuses the
    same way, so the repeat is acknowledged but never queued twice;
-2. count the user's commands in a fixed one-minute window (INCR, with the
+2. refuse when the queue already holds `queue_limit` jobs or more (ZCARD,
+   which counts waiting and running jobs alike): under a flood a clear "busy"
+   beats a "thinking..." that outlives the interaction token. A busy answer
+   does not use up the user's allowance, so the retry it asks for is admitted;
+3. count the user's commands in a fixed one-minute window (INCR, with the
    expiry set by the first command of the window) and refuse above the limit,
    answering how long until the window ends;
-3. write the job exactly as `ArqRedis.enqueue_job` does: PSETEX of the
+4. write the job exactly as `ArqRedis.enqueue_job` does: PSETEX of the
    pickled job with arq's default expiry, ZADD to the queue with the enqueue
    time as score.
 
@@ -48,6 +52,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from app.errors import BotError
 from app.jobs import HANDLE_INTERACTION, JOB_KEY_PREFIX, QUEUE_NAME, RESULT_KEY_PREFIX
+from app.settings import DEFAULT_QUEUE_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +62,15 @@ RATE_WINDOW_MS: Final = 60_000
 JOB_TRY: Final = 1
 
 # KEYS: job, result, queue, rate counter; ARGV: pickled job, score, job id.
-# The expiry, window and limit are written into the text: fewer arguments to
+# The expiry, window and limits are written into the text: fewer arguments to
 # encode per call, and a Redis shared by differently configured instances
 # still runs each one's own script, since the SHA-1 differs.
 _SCRIPT_TEMPLATE: Final = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
   return {0, 0}
+end
+if %(queue_limit)d > 0 and redis.call('ZCARD', KEYS[3]) >= %(queue_limit)d then
+  return {3, 0}
 end
 local count = redis.call('INCR', KEYS[4])
 if count == 1 then
@@ -92,6 +100,7 @@ class Outcome(enum.Enum):
     QUEUED = "queued"
     DUPLICATE = "duplicate"
     RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,7 @@ class Verdict:
 
 _QUEUED: Final = Verdict(Outcome.QUEUED)
 _DUPLICATE: Final = Verdict(Outcome.DUPLICATE)
+_BUSY: Final = Verdict(Outcome.BUSY)
 
 
 def _pack(args: tuple[bytes | str | int, ...]) -> bytes:
@@ -197,14 +207,17 @@ class Admission:
         rate_limit_per_minute: int,
         timeout: float,
         clock: Callable[[], float],
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
     ) -> None:
         self.redis = redis
         self.rate_limit_per_minute = rate_limit_per_minute
+        self.queue_limit = queue_limit
         self.timeout = timeout
         self.clock = clock
         self.script = _SCRIPT_TEMPLATE % {
             "window_ms": RATE_WINDOW_MS,
             "limit": rate_limit_per_minute,
+            "queue_limit": queue_limit,
             "expires_ms": expires_extra_ms,
         }
         # Redis names scripts by SHA-1; it is an identifier here, not a safeguard.
@@ -215,7 +228,7 @@ class Admission:
     async def admit(
         self, interaction: dict[str, Any], interaction_id: str, user_id: str
     ) -> Verdict:
-        """Queue the interaction as a `handle_interaction` job unless a repeat or over the limit."""
+        """Queue the interaction as a `handle_interaction` job unless refused (see the module)."""
         enqueue_time_ms = int(self.clock() * 1000)
         job = serialize_job(HANDLE_INTERACTION, (interaction,), {}, JOB_TRY, enqueue_time_ms)
         keys_and_args = (
@@ -242,6 +255,8 @@ class Admission:
             return _QUEUED
         if code == 0:
             return _DUPLICATE
+        if code == 3:
+            return _BUSY
         return Verdict(Outcome.RATE_LIMITED, retry_after=int(reply[1]) / 1000.0)
 
     async def aclose(self) -> None:

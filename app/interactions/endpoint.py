@@ -11,6 +11,7 @@ from typing import Final
 from app.interactions import responses
 from app.interactions.admission import Admission, AdmissionUnavailable, Outcome
 from app.interactions.commands import COMMAND_NAMES, SYNC, is_ephemeral
+from app.interactions.invocation import InvalidInvocation, Invocation
 from app.interactions.models import (
     APPLICATION_COMMAND,
     MANAGE_GUILD,
@@ -19,6 +20,7 @@ from app.interactions.models import (
     MalformedInteraction,
     OptionChecker,
     parse_interaction,
+    shown_name,
 )
 from app.interactions.verify import SignatureError, SignatureVerifier
 
@@ -75,9 +77,11 @@ class InteractionEndpoint:
             )
         if self.observer is not None:
             interaction = result.interaction
+            command = interaction.command if interaction else None
             self.observer(
                 interaction.type if interaction else None,
-                interaction.command if interaction else None,
+                # Metric labels must stay a small set whatever a request names.
+                command if command is None or command in COMMAND_NAMES else "other",
                 result.outcome,
             )
         # PINGs are Discord's probes of the endpoint, not anyone's request: DEBUG only.
@@ -107,9 +111,18 @@ class InteractionEndpoint:
         return await self._command(interaction)
 
     async def _command(self, interaction: Interaction) -> _Result:
+        try:
+            # What the worker will need to answer; without it nothing can be delivered.
+            Invocation.from_raw(interaction.raw)
+        except InvalidInvocation as exc:
+            return _Result(400, responses.error(str(exc)), "malformed", interaction, str(exc))
         name = interaction.command
         if name is None or name not in COMMAND_NAMES:
-            text = f"I don't know the command /{name}." if name else "That command is unknown."
+            text = (
+                f"I don't know the command /{shown_name(name)}."
+                if name
+                else "That command is unknown."
+            )
             return _Result(200, responses.ephemeral_message(text), "unknown_command", interaction)
         # Defence in depth beside default_member_permissions, which a guild can override.
         if name == SYNC and not interaction.has_permission(MANAGE_GUILD):
@@ -126,6 +139,8 @@ class InteractionEndpoint:
         except AdmissionUnavailable as exc:
             logger.warning("interaction %s not admitted: %s", interaction.id, exc)
             return _Result(200, responses.UNAVAILABLE_BODY, "unavailable", interaction)
+        if verdict.outcome is Outcome.BUSY:
+            return _Result(200, responses.BUSY_BODY, "busy", interaction)
         if verdict.outcome is Outcome.RATE_LIMITED:
             body = responses.rate_limited(verdict.retry_after)
             return _Result(200, body, "rate_limited", interaction)

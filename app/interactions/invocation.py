@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import BotError
-from app.interactions.models import option_values
+from app.interactions.models import SNOWFLAKE, option_values, parse_permissions
 from app.jobs import snowflake_time
 
 
@@ -45,7 +45,10 @@ class Invocation:
         member = raw.get("member") if isinstance(raw.get("member"), dict) else None
         user = (member or {}).get("user") if member else raw.get("user")
         user = user if isinstance(user, dict) else {}
-        channel_id = raw.get("channel_id") or (raw.get("channel") or {}).get("id")
+        channel = raw.get("channel")
+        channel_id = raw.get("channel_id") or (
+            channel.get("id") if isinstance(channel, dict) else None
+        )
         found = {
             "id": raw.get("id"),
             "application_id": raw.get("application_id"),
@@ -58,6 +61,9 @@ class Invocation:
         missing = [k for k in found if k not in values]
         if missing:
             raise InvalidInvocation(f"interaction lacks {', '.join(missing)}")
+        # The id dates the interaction (its token's age), so it must be a real snowflake.
+        if not SNOWFLAKE.fullmatch(values["id"]):
+            raise InvalidInvocation("interaction id is not a snowflake")
         permissions = (member or {}).get("permissions")
         roles = (member or {}).get("roles")
         roles = roles if isinstance(roles, list) else []
@@ -74,5 +80,5 @@ class Invocation:
                 (member or {}).get("nick") or user.get("global_name") or user.get("username") or ""
             ),
             member_roles=tuple(r for r in roles if isinstance(r, str)),
-            permissions=int(str(permissions)) if str(permissions).isdigit() else None,
+            permissions=parse_permissions(str(permissions)),
         )

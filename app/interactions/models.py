@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -14,6 +15,16 @@ PING: Final = 1
 APPLICATION_COMMAND: Final = 2
 
 ADMINISTRATOR: Final = 1 << 3
+
+# Discord ids are unsigned 64-bit integers sent as decimal strings.
+SNOWFLAKE: Final = re.compile(r"[0-9]{1,20}")
+# Permission bit sets are decimal strings too; the cap keeps int() cheap.
+_PERMISSIONS: Final = re.compile(r"[0-9]{1,40}")
+# Discord's deepest payloads (resolved messages, nested subcommand options)
+# stay far below this; deeper ones could not even be pickled onto the queue.
+MAX_DEPTH: Final = 32
+# Names echoed back in a reply are cut to Discord's longest command or option name.
+NAME_SHOWN_MAX: Final = 32
 
 __all__ = ["ADMINISTRATOR", "APPLICATION_COMMAND", "MANAGE_GUILD", "PING", "Interaction"]
 
@@ -45,6 +56,9 @@ def parse_interaction(body: bytes) -> Interaction:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise MalformedInteraction("body is not JSON") from None
+    except RecursionError:
+        # The decoder recurses per nesting level; a crafted body can exhaust the stack.
+        raise MalformedInteraction("body is nested too deeply") from None
     if not isinstance(raw, dict):
         raise MalformedInteraction("body is not a JSON object")
     kind = raw.get("type")
@@ -53,10 +67,14 @@ def parse_interaction(body: bytes) -> Interaction:
     interaction_id = raw.get("id")
     if interaction_id is not None and not isinstance(interaction_id, str):
         raise MalformedInteraction("interaction id is not a string")
+    if interaction_id is not None and not SNOWFLAKE.fullmatch(interaction_id):
+        raise MalformedInteraction("interaction id is not a snowflake")
     if kind != APPLICATION_COMMAND:
         return Interaction(type=kind, id=interaction_id, raw=raw)
     if interaction_id is None:
         raise MalformedInteraction("command interaction has no id")
+    if not _within_depth(raw, MAX_DEPTH):
+        raise MalformedInteraction(f"command interaction is nested deeper than {MAX_DEPTH}")
     data = raw.get("data")
     data = data if isinstance(data, dict) else {}
     name = data.get("name")
@@ -69,6 +87,18 @@ def parse_interaction(body: bytes) -> Interaction:
         user_id=_user_id(raw),
         permissions=_permissions(raw),
     )
+
+
+def _within_depth(value: Any, limit: int) -> bool:
+    """Whether no container in `value` lies deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return True
 
 
 def option_values(value: Any) -> dict[str, Any]:
@@ -91,11 +121,21 @@ def _user_id(raw: dict[str, Any]) -> str | None:
 
 def _permissions(raw: dict[str, Any]) -> int:
     member = raw.get("member")
-    value = member.get("permissions") if isinstance(member, dict) else None
     # Discord sends the bit set as a decimal string; anything else grants nothing.
-    if isinstance(value, str) and value.isdigit():
+    value = parse_permissions(member.get("permissions") if isinstance(member, dict) else None)
+    return value if value is not None else 0
+
+
+def parse_permissions(value: Any) -> int | None:
+    """A decimal permission bit set as an int, or None when it is not one."""
+    if isinstance(value, str) and _PERMISSIONS.fullmatch(value):
         return int(value)
-    return 0
+    return None
+
+
+def shown_name(name: str) -> str:
+    """A name from the request, cut short enough to quote in a reply."""
+    return name if len(name) <= NAME_SHOWN_MAX else name[:NAME_SHOWN_MAX] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +183,10 @@ class OptionChecker:
         """A short explanation of what is wrong with the options, or None when they are fine."""
         rules = self._rules.get(command)
         if rules is None:
-            return f"/{command} is not a command I know."
+            return f"/{shown_name(command)} is not a command I know."
         for name in options:
             if name not in rules:
-                return f"/{command} has no option `{name}`."
+                return f"/{command} has no option `{shown_name(name)}`."
         for rule in rules.values():
             if rule.name not in options:
                 if rule.required:

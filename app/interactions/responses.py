@@ -16,6 +16,7 @@ DEFERRED_BODY: Final = b'{"type":5}'
 DEFERRED_EPHEMERAL_BODY: Final = b'{"type":5,"data":{"flags":64}}'
 
 UNAVAILABLE_TEXT: Final = "The assistant is temporarily unavailable, try again in a minute."
+BUSY_TEXT: Final = "I'm busy answering other questions right now; try again in a minute."
 
 
 def _dump(value: object) -> bytes:
@@ -50,3 +51,4 @@ def error(message: str) -> bytes:
 
 
 UNAVAILABLE_BODY: Final = ephemeral_message(UNAVAILABLE_TEXT)
+BUSY_BODY: Final = ephemeral_message(BUSY_TEXT)

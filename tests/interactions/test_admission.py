@@ -39,8 +39,16 @@ async def admission() -> AsyncIterator[MakeAdmission]:
     """Builds admissions on a given client and closes their connections afterwards."""
     made: list[Admission] = []
 
-    def make(redis: aioredis.Redis, limit: int = 5, timeout: float = 1.0) -> Admission:
-        gate = Admission(redis, rate_limit_per_minute=limit, timeout=timeout, clock=time.time)
+    def make(
+        redis: aioredis.Redis, limit: int = 5, timeout: float = 1.0, queue_limit: int = 0
+    ) -> Admission:
+        gate = Admission(
+            redis,
+            rate_limit_per_minute=limit,
+            timeout=timeout,
+            clock=time.time,
+            queue_limit=queue_limit,
+        )
         made.append(gate)
         return gate
 
@@ -219,3 +227,54 @@ async def test_after_a_timeout_the_next_call_uses_a_fresh_connection(
     assert (await gate.admit(command("stats"), "3", "u1")).outcome is Outcome.QUEUED
     # The timed-out call may still have run once Redis resumed; never twice.
     assert await redis.zcard(QUEUE_NAME) in (2, 3)
+
+
+async def test_a_full_queue_answers_busy_and_queues_nothing(
+    redis: aioredis.Redis, admission: MakeAdmission
+) -> None:
+    gate = admission(redis, queue_limit=3)
+    outcomes = [(await gate.admit(command("stats"), str(i), f"u{i}")).outcome for i in range(5)]
+    assert outcomes == [Outcome.QUEUED] * 3 + [Outcome.BUSY] * 2
+    assert await redis.zcard(QUEUE_NAME) == 3
+    assert await redis.exists(JOB_KEY_PREFIX + "3", JOB_KEY_PREFIX + "4") == 0
+    # "Try again in a minute" must be honoured: a busy answer spends no allowance.
+    assert await redis.exists(RATE_KEY_PREFIX + "u3") == 0
+    # A repeat of a queued interaction is still recognised as one.
+    assert (await gate.admit(command("stats"), "0", "u0")).outcome is Outcome.DUPLICATE
+    # Once the worker takes a job off the queue there is room again.
+    await redis.zrem(QUEUE_NAME, "0")
+    assert (await gate.admit(command("stats"), "5", "u5")).outcome is Outcome.QUEUED
+    assert (await gate.admit(command("stats"), "6", "u6")).outcome is Outcome.BUSY
+
+
+async def test_every_job_in_the_queue_counts_towards_the_limit(
+    redis: aioredis.Redis, admission: MakeAdmission
+) -> None:
+    # Syncs and other jobs share the queue and the worker; they make it busy too.
+    arq_redis = ArqRedis(connection_pool=redis.connection_pool)
+    await arq_redis.enqueue_job("run_sync", ["1"], [], _job_id="sync-1")
+    await arq_redis.enqueue_job("run_sync", ["2"], [], _job_id="sync-2")
+    gate = admission(redis, queue_limit=3)
+    assert (await gate.admit(command("stats"), "1", "u1")).outcome is Outcome.QUEUED
+    assert (await gate.admit(command("stats"), "2", "u2")).outcome is Outcome.BUSY
+
+
+async def test_a_queue_limit_of_zero_means_no_limit(
+    redis: aioredis.Redis, admission: MakeAdmission
+) -> None:
+    gate = admission(redis, queue_limit=0)
+    verdicts = await asyncio.gather(
+        *(gate.admit(command("stats"), str(i), f"u{i}") for i in range(300))
+    )
+    assert {v.outcome for v in verdicts} == {Outcome.QUEUED}
+    assert await redis.zcard(QUEUE_NAME) == 300
+
+
+async def test_admissions_with_different_limits_run_their_own_scripts(
+    redis: aioredis.Redis, admission: MakeAdmission
+) -> None:
+    strict, lenient = admission(redis, queue_limit=1), admission(redis, queue_limit=10)
+    assert strict.script_sha != lenient.script_sha
+    assert (await strict.admit(command("stats"), "1", "u1")).outcome is Outcome.QUEUED
+    assert (await strict.admit(command("stats"), "2", "u2")).outcome is Outcome.BUSY
+    assert (await lenient.admit(command("stats"), "3", "u3")).outcome is Outcome.QUEUED
