@@ -84,8 +84,9 @@ class InteractionsRoute:
                 signature = value.decode("latin-1")
             elif name == b"x-signature-timestamp":
                 timestamp = value.decode("latin-1")
-            elif name == b"content-length":
-                length = int(value) if value.isdigit() else -1
+            elif name == b"content-length" and value.isdigit():
+                # More digits than any real body has (or int() accepts) means too large.
+                length = int(value) if len(value) <= 18 else self.max_body + 1
         # Refuse an oversized body before reading it; without a length, cap while streaming.
         if length > self.max_body:
             return await _send(send, 413, _TOO_LARGE)
@@ -167,6 +168,7 @@ def create_app(
                 rate_limit_per_minute=settings.rate_limit_per_minute,
                 timeout=settings.redis_timeout,
                 clock=clock,
+                queue_limit=settings.queue_limit,
             )
             state.endpoint = InteractionEndpoint(
                 verifier, admission, observer=metrics.interaction_done

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -170,3 +171,46 @@ async def test_uvicorn_caps_a_chunked_body_while_streaming(served: tuple[str, Si
         )
     assert response.status_code == 413
     assert "1 MiB" in response.json()["error"]
+
+
+@pytest.mark.parametrize("declared", [b"9" * 19, b"9" * 5000])
+async def test_an_absurd_declared_length_is_413_not_a_crash(
+    redis_url: str, declared: bytes
+) -> None:
+    app = create_app(settings(redis_url, DISCORD_PUBLIC_KEY="00" * 32))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/interactions",
+        "raw_path": b"/interactions",
+        "query_string": b"",
+        "headers": [(b"content-length", declared)],
+    }
+    # TestClient runs the lifespan (Redis, the endpoint); the request goes in as raw ASGI,
+    # since an HTTP client would correct the header.
+    with TestClient(app):
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 413
+
+
+def test_the_queue_limit_setting_reaches_the_front_door(redis_url: str) -> None:
+    signer = Signer()
+    app = create_app(settings(redis_url, DISCORD_PUBLIC_KEY=signer.public_key_hex, QUEUE_LIMIT="1"))
+    answers: list[dict[str, Any]] = []
+    with TestClient(app) as client:
+        for n in (1, 2):
+            payload = command("stats", interaction_id=f"110000000000000000{n}", user_id=f"22{n}")
+            body = encode(payload)
+            response = client.post("/interactions", content=body, headers=signer.headers(body))
+            answers.append(response.json())
+    assert answers[0]["type"] == 5
+    assert answers[1]["type"] == 4
+    assert "busy" in answers[1]["data"]["content"]
