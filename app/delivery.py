@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from app.discord.errors import DeliveryUncertain
 from app.jobs import INTERACTION_TOKEN_LIFETIME
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+logger = logging.getLogger(__name__)
+
 MESSAGE_LIMIT: Final = 2000
+# Shown under the first part when Discord may have lost a follow-up (subtext markdown).
+PART_MISSING_NOTE: Final = (
+    "\n-# Discord lost the connection while the rest of this answer was being sent;"
+    " part of it may be missing."
+)
 # Nothing the bot writes may ping anyone: not @everyone, not a role, not a user.
 NO_MENTIONS: Final[dict[str, list[str]]] = {"parse": []}
 EPHEMERAL: Final = 1 << 6
@@ -215,6 +224,24 @@ class Reply:
                     self._application_id, self._token, already[index], edit
                 )
             else:
-                sent = await self._sender.create_followup(self._application_id, self._token, body)
+                try:
+                    sent = await self._sender.create_followup(
+                        self._application_id, self._token, body
+                    )
+                except DeliveryUncertain as exc:
+                    # Posting again could show the part twice; say what may be missing instead.
+                    logger.warning("follow-up %d may not have arrived: %s", index + 1, exc)
+                    await self._sender.edit_original_response(
+                        self._application_id, self._token, message_body(_noted(parts[0]))
+                    )
+                    break
                 await self._ledger.record(self._interaction_id, index, str(sent["id"]))
         self.delivered = True
+
+
+def _noted(text: str) -> str:
+    """`text` with the missing-part note under it, cut to fit one message."""
+    room = MESSAGE_LIMIT - len(PART_MISSING_NOTE)
+    if len(text) > room:
+        text = text[: room - 2] + " …"
+    return text + PART_MISSING_NOTE

@@ -53,6 +53,14 @@ class DiscordUnavailable(DiscordError):
     """Discord kept failing (5xx or connection errors) after every retry."""
 
 
+class DeliveryUncertain(DiscordUnavailable):
+    """The connection failed after a POST was sent: Discord may or may not have acted on it.
+
+    A POST is not repeated (a second follow-up would show twice), and Discord offers no
+    way to ask whether the first one landed.
+    """
+
+
 class DiscordRateLimited(DiscordError):
     """A rate limit asked for a longer wait than the client accepts, or kept repeating."""
 

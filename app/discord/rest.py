@@ -16,6 +16,7 @@ import httpx
 from app import PROJECT_URL, __version__
 from app.discord import routes
 from app.discord.errors import (
+    DeliveryUncertain,
     DiscordForbidden,
     DiscordHTTPError,
     DiscordNotFound,
@@ -150,11 +151,11 @@ class DiscordRest:
                 self._limiter.release()
             if isinstance(response, httpx.TransportError):
                 self._observer.request_done(route.template, 0, self._clock() - started)
-                retryable = route.method != "POST" or isinstance(response, _NOT_SENT)
-                if isinstance(response, httpx.UnsupportedProtocol) or not retryable:
-                    raise DiscordUnavailable(
-                        f"{route.method} {route.template}: {type(response).__name__}"
-                    ) from response
+                failure = f"{route.method} {route.template}: {type(response).__name__}"
+                if isinstance(response, httpx.UnsupportedProtocol):
+                    raise DiscordUnavailable(failure) from response
+                if route.method == "POST" and not isinstance(response, _NOT_SENT):
+                    raise DeliveryUncertain(failure) from response
                 await self._back_off(route, failures, type(response).__name__)
                 failures += 1
                 continue

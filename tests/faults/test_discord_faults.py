@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from app.delivery import RedisFollowupLedger, Reply, split_message
-from app.discord.errors import DiscordUnavailable
+from app.delivery import (
+    MESSAGE_LIMIT,
+    PART_MISSING_NOTE,
+    RedisFollowupLedger,
+    Reply,
+    split_message,
+)
 from app.discord.rest import DiscordRest, RetryPolicy
 from app.jobs import INTERACTION_TOKEN_LIFETIME
 from app.settings import Settings
@@ -176,28 +181,34 @@ async def test_a_followup_whose_answer_was_lost_is_never_posted_twice(
     Nothing tells the bot whether the POST took effect: Execute Webhook takes no
     nonce or idempotency key, an interaction's follow-ups cannot be listed, and an
     ephemeral one never shows in the channel's history. A second POST would show
-    the part twice, so the failure is reported instead of retried.
+    the part twice, so the first part keeps its place and says a part may be missing.
     """
     reply = reply_for(rest, ledger, fake_discord, 1)
     token = token_of(1)
     fake_discord.inject_drop(FOLLOWUP, after_handling=True)
-    with pytest.raises(DiscordUnavailable):
-        await reply.send(long_answer(1))
+    await reply.send(long_answer(1))
     parts = split_message(long_answer(1))
-    assert [m["content"] for m in fake_discord.interaction(token).followups] == [parts[1]]
+    shown = fake_discord.interaction(token)
+    assert [m["content"] for m in shown.followups] == [parts[1]]
+    assert shown.original is not None
+    content = shown.original["content"]
+    assert content.endswith(PART_MISSING_NOTE) and len(content) <= MESSAGE_LIMIT
+    assert content.startswith(parts[0][:1500])
     sent = posts(webhook_requests(fake_discord, token))
     assert len(sent) == 1 and sent[0].handled_status == 200
 
 
-async def test_a_followup_dropped_before_discord_saw_it_is_reported_not_duplicated(
+async def test_a_followup_dropped_before_discord_saw_it_is_noted_not_duplicated(
     fake_discord: FakeDiscord, rest: DiscordRest, ledger: RedisFollowupLedger
 ) -> None:
     reply = reply_for(rest, ledger, fake_discord, 2)
     token = token_of(2)
     fake_discord.inject_drop(FOLLOWUP)
-    with pytest.raises(DiscordUnavailable):
-        await reply.send(long_answer(2))
-    assert fake_discord.interaction(token).followups == []
+    await reply.send(long_answer(2))
+    shown = fake_discord.interaction(token)
+    assert shown.followups == []
+    assert shown.original is not None
+    assert shown.original["content"].endswith(PART_MISSING_NOTE)
     assert len(posts(webhook_requests(fake_discord, token))) == 1
 
 
