@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 HEARTBEAT_INTERVAL: Final = 5
 HEARTBEAT_KEY: Final = "arq:queue:health-check"
 QUEUE_KEY: Final = "arq:queue"
-# What the worker reports for /health (database, disk, index), rewritten every interval.
+# What the worker reports for /health (database, index, disk), rewritten every interval.
 WORKER_REPORT_KEY: Final = "health:worker"
 # The latest PRAGMA integrity_check and index check, kept until the next one.
 INTEGRITY_KEY: Final = "health:integrity"
@@ -325,11 +325,13 @@ class HealthChecker:
         return database
 
     async def integrity(self) -> Check:
-        """The latest integrity check of the database and the index found no damage."""
+        """The latest integrity check of the database and the index found no damage, and
+        the worker's last look at the index (in its report) found it whole."""
         raw = await self._redis.get(INTEGRITY_KEY)
-        if raw is None:
-            return {"ok": True, "checked_at": None}
-        result: Check = json.loads(raw)
+        result: Check = json.loads(raw) if raw is not None else {"ok": True, "checked_at": None}
+        index = (await self._worker_report()).get("index")
+        if isinstance(index, dict) and not index.get("ok", False) and result["ok"]:
+            return {**index, "ok": False, "checked_at": result.get("checked_at")}
         return result
 
     async def _worker_report(self) -> Mapping[str, Any]:

@@ -175,7 +175,7 @@ async def import_export(settings: Settings, path: Path) -> str:
 async def reindex(settings: Settings) -> str:
     """Rebuild the vector index from the store, the source of truth."""
     started = time.monotonic()
-    state = await State.open(settings, "reindex command")
+    state = await State.open(settings, "reindex command", discard_damaged_index=True)
     try:
         await state.index.areset()
         await state.store.reset_index_state()

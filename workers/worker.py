@@ -295,7 +295,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
 
 
 async def _report(resources: WorkerResources, metrics: WorkerMetrics) -> None:
-    """Write what /health needs from the worker: its database and its disk."""
+    """Write what /health needs from the worker: its database, its index and its disk."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(1.0):
@@ -308,8 +308,17 @@ async def _report(resources: WorkerResources, metrics: WorkerMetrics) -> None:
         logger.exception("the database did not answer")
         database = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
     metrics.database_seconds.labels("ping").observe(time.perf_counter() - started)
+    try:
+        async with asyncio.timeout(1.0):
+            index = await resources.state.check_index()
+    except TimeoutError:
+        index = {"ok": False, "error": "the index did not answer within 1 s"}
+    except Exception as exc:
+        logger.exception("the index check failed")
+        index = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
     report = {
         "database": database,
+        "index": index,
         "disk_percent": await asyncio.to_thread(disk_percent, resources.settings.data_dir),
     }
     await resources.redis.set(WORKER_REPORT_KEY, json.dumps(report), ex=3 * HEARTBEAT_INTERVAL)

@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 COLLECTION = "messages"
+# The file an embedded Chroma directory keeps its collections and metadata in.
+CHROMA_FILE = "chroma.sqlite3"
 BATCH_SIZE = 100
 OVERFETCH_FACTOR = 12
 OVERFETCH_MIN = 100
@@ -121,8 +123,23 @@ def open_chroma(path: Path | None, url: str | None) -> ClientAPI:
     if path is None:
         raise VectorIndexError("neither a Chroma path nor a Chroma URL was given")
     path.mkdir(parents=True, exist_ok=True)
-    with _translated("open the Chroma directory"):
-        return chromadb.PersistentClient(path=str(path), settings=settings)
+    try:
+        with _translated("open the Chroma directory"):
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+    except VectorIndexError:
+        _forget_system(str(path))
+        raise
+
+
+def _forget_system(identifier: str) -> None:
+    """Drop the System chromadb cached for a path whose start failed.
+
+    chromadb keeps one System per path for the whole process, cached before it starts; a
+    damaged directory would leave a broken one there for every later client of that path.
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(identifier, None)
 
 
 class MessageIndex:

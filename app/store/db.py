@@ -9,19 +9,21 @@ the same transaction, and the indexer marks them once the vector index agrees.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from databases import Database
 
 from app.audit import AuditEntry
+from app.errors import BotError
 from app.store.migrations import MIGRATIONS, Migration, apply_migrations
 from app.store.models import (
     Attachment,
@@ -70,9 +72,42 @@ _MESSAGE_COLUMNS = (
 _MESSAGE_SELECT = f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM messages"
 _CHANNEL_COLUMNS = ("id", "guild_id", "name", "type", "parent_id", "position")
 _CHANNEL_SELECT = f"SELECT {', '.join(_CHANNEL_COLUMNS)}, permission_overwrites FROM channels"
+# Postgres's SQLSTATE for "disk full".
+_PG_DISK_FULL = "53100"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class _SQLiteConnection(sqlite3.Connection):
+class StoreFullError(BotError):
+    """The database could not grow: its disk (or its size limit) is full."""
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(exc, "sqlstate", None) == _PG_DISK_FULL
+
+
+def _full_translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn the backend's "disk full" into one StoreFullError line; the transaction rolled back."""
+
+    @functools.wraps(method)
+    async def write(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            if not _is_full(exc):
+                raise
+            raise StoreFullError(
+                f"the database is full ({exc}): free disk space, then run again; "
+                "a sync resumes where it stopped"
+            ) from exc
+
+    return write
+
+
+class SQLiteConnection(sqlite3.Connection):
     """Sets the per-connection pragmas on every connection the SQLite backend opens."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -86,7 +121,7 @@ class _SQLiteConnection(sqlite3.Connection):
 def open_database(url: str) -> Database:
     """A `databases.Database` for `url`, with busy timeout and foreign keys on SQLite."""
     if url.startswith("sqlite"):
-        return Database(url, factory=_SQLiteConnection)
+        return Database(url, factory=SQLiteConnection)
     return Database(url)
 
 
@@ -144,12 +179,14 @@ class Store:
     ) -> None:
         await self.close()
 
+    @_full_translated
     async def migrate(self) -> list[int]:
         """Apply pending schema migrations; return the versions applied now."""
         return await apply_migrations(self._database, self._migrations)
 
     # Audit trail
 
+    @_full_translated
     async def record_audit(self, entry: AuditEntry) -> None:
         """Write (or, for a retried job, overwrite) the audit row of one invocation."""
         await self._database.execute(
@@ -192,6 +229,7 @@ class Store:
 
     # Messages: writes
 
+    @_full_translated
     async def save_page(
         self,
         channel_id: str,
@@ -247,6 +285,7 @@ class Store:
         )
         return result
 
+    @_full_translated
     async def mark_deleted(self, channel_id: str, ids: Iterable[int]) -> None:
         """Mark messages of a channel deleted and queue their removal from the vector index."""
         for chunk in _chunks(ids):
@@ -276,6 +315,7 @@ class Store:
         )
         return [int(row["id"]) for row in rows]
 
+    @_full_translated
     async def mark_indexed(
         self, ids: Iterable[int], *, expected_hashes: Mapping[int, str] | None = None
     ) -> None:
@@ -306,6 +346,7 @@ class Store:
                     },
                 )
 
+    @_full_translated
     async def mark_removed(self, ids: Iterable[int]) -> None:
         """Mark deleted messages as removed from the vector index."""
         for chunk in _chunks(ids):
@@ -320,12 +361,21 @@ class Store:
                 },
             )
 
+    @_full_translated
     async def reset_index_state(self) -> None:
         """Set every live message back to pending, for a full rebuild of the vector index."""
         await self._database.execute(
             "UPDATE messages SET index_state = :pending WHERE deleted = FALSE",
             {"pending": IndexState.PENDING.value},
         )
+
+    async def count_indexed(self) -> int:
+        """Number of messages the vector index holds by the outbox (reads only its index)."""
+        count = await self._database.fetch_val(
+            "SELECT COUNT(*) FROM messages WHERE index_state = :state",
+            {"state": IndexState.INDEXED.value},
+        )
+        return int(count)
 
     async def count_live(
         self,
@@ -451,6 +501,7 @@ class Store:
 
     # Channels
 
+    @_full_translated
     async def upsert_channels(self, channels: Iterable[ChannelRecord]) -> None:
         """Insert or update channels' descriptions; their sync state is kept."""
         records = list(channels)
@@ -502,6 +553,7 @@ class Store:
         )
         return {str(row["id"]) for row in rows}
 
+    @_full_translated
     async def set_channel_access(self, channel_id: str, access: ChannelAccess) -> None:
         """Record whether the bot could read a channel."""
         await self._database.execute(
@@ -530,6 +582,7 @@ class Store:
 
     # Roles
 
+    @_full_translated
     async def replace_roles(self, guild_id: str, roles: Iterable[RoleRecord]) -> None:
         """Replace all stored roles of a guild with `roles`, in one transaction."""
         records = list(roles)

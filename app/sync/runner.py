@@ -141,10 +141,17 @@ class SyncRunner:
             for channel in channels:
                 summary.add(await history.sync_channel(channel), channel.name)
                 pages_written.set()
-        finally:
+        except BaseException:
+            # The index catches up on what was stored even when the run fails part-way,
+            # and the error that stopped the run (a full disk, say) stays the one reported.
             done.set()
-            # The index catches up even when the run fails part-way.
-            counts = await indexing
+            try:
+                await indexing
+            except Exception:
+                logger.exception("the index did not catch up with the stopped sync")
+            raise
+        done.set()
+        counts = await indexing
         summary.embedded = counts.embedded
         return summary
 

@@ -11,11 +11,15 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from app.discord.rest import DiscordRest
 from app.store.db import Store
 from app.store.models import channel_from_discord
 from app.sync.history import HistorySync
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
+
+pytestmark = pytest.mark.faults
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTE = "GET /channels/{channel_id}/messages"

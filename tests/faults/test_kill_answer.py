@@ -16,9 +16,15 @@ from arq.connections import ArqRedis
 from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
 from app.settings import Settings
 from tests.fake_discord import EVERYONE_PERMISSIONS, FakeDiscord
+from tests.workers import conftest as workers
 from tests.workers.conftest import interaction, link, run_worker, worker_env
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.faults
+
+# The worker tests' fixtures: a synced guild and the worker's settings.
+guild = workers.guild
+settings = workers.settings
+server = workers.server
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL = "PATCH /webhooks/{webhook_id}/{webhook_token}/messages/@original"
