@@ -101,6 +101,7 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        ws="none",
         access_log=False,
         log_config=None,
         server_header=False,

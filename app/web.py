@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -126,6 +126,24 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
+class WebApp(Starlette):
+    """Starlette, except that /interactions is answered before its middleware and router.
+
+    Discord's requests are most of the traffic and the route needs neither, so they skip
+    about ten microseconds of per-request dispatch (a PING costs some 70 in all).
+    """
+
+    def __init__(self, interactions: InteractionsRoute, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.interactions = interactions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/interactions":
+            await self.interactions(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -133,7 +151,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
     health_checker: HealthFactory | None = None,
-) -> Starlette:
+) -> WebApp:
     """The web app; opens (and later closes) a Redis client unless one is handed in."""
     if redis is None and settings.redis_url is None:
         raise SettingsError("REDIS_URL: the web process needs the URL of the Redis queue")
@@ -213,12 +231,11 @@ def create_app(
         """The Prometheus exposition of this process's metrics."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
+    interactions = InteractionsRoute(state, configured=verifier is not None, metrics=metrics)
+    return WebApp(
+        interactions,
         routes=[
-            Route(
-                "/interactions",
-                InteractionsRoute(state, configured=verifier is not None, metrics=metrics),
-            ),
+            Route("/interactions", interactions),
             Route("/health", health, methods=["GET"]),
             Route("/health/live", _live, methods=["GET"]),
             Route("/health/ready", ready, methods=["GET"]),
