@@ -54,10 +54,17 @@ class SecretFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with any `extra=` fields and the interaction id."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            # Formatting the date once a second, not once a line (the handler lock serialises).
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         entry: dict[str, object] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -84,6 +91,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # No line shows thread or process names; not looking them up spares every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # uvicorn's access log would repeat our own per-request line.
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in (

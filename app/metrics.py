@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from redis.exceptions import RedisError
@@ -35,6 +35,9 @@ ERROR_OUTCOMES: Final = frozenset({"error", "unavailable", "failed"})
 Snapshot = tuple[int, int, list[int]]
 
 
+_MAX_CACHED_LABELS: Final = 256
+
+
 class WebMetrics:
     """What the front door counts."""
 
@@ -53,10 +56,19 @@ class WebMetrics:
             registry=registry,
         )
 
+        # labels() validates and locks on every call; the combinations seen are few.
+        self._counted: dict[tuple[int | None, str | None, str], Any] = {}
+
     def interaction_done(self, kind: int | None, command: str | None, outcome: str) -> None:
         """Count one answered interaction (the endpoint's observer)."""
-        label = "none" if kind is None else str(kind)
-        self.interactions.labels(label, command or "none", outcome).inc()
+        key = (kind, command, outcome)
+        counter = self._counted.get(key)
+        if counter is None:
+            label = "none" if kind is None else str(kind)
+            counter = self.interactions.labels(label, command or "none", outcome)
+            if len(self._counted) < _MAX_CACHED_LABELS:
+                self._counted[key] = counter
+        counter.inc()
 
     def snapshot(self) -> Snapshot:
         """Requests, failures and latency counts so far, for the per-minute window."""
