@@ -18,7 +18,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from databases import Database
 
@@ -269,8 +269,7 @@ class Store:
                     edited.append(message_id)
                 else:
                     unchanged.append(message_id)
-            for start in range(0, len(new), _INSERT_CHUNK):
-                await self._insert_messages(new[start : start + _INSERT_CHUNK])
+            await self._insert_messages(new)
         result = PageResult(
             new=tuple(sorted(m.id for m in new)),
             edited=tuple(sorted(edited)),
@@ -334,17 +333,19 @@ class Store:
                 )
             return
         async with self._database.transaction():
-            for message_id in ids:
-                await self._database.execute(
-                    "UPDATE messages SET index_state = :indexed WHERE id = :id "
-                    "AND index_state = :pending AND deleted = FALSE AND content_hash = :hash",
+            await self._execute_many(
+                "UPDATE messages SET index_state = :indexed WHERE id = :id "
+                "AND index_state = :pending AND deleted = FALSE AND content_hash = :hash",
+                [
                     {
                         "indexed": _STATES["indexed"],
                         "pending": _STATES["pending"],
                         "id": message_id,
                         "hash": expected_hashes[message_id],
-                    },
-                )
+                    }
+                    for message_id in ids
+                ],
+            )
 
     @_full_translated
     async def mark_removed(self, ids: Iterable[int]) -> None:
@@ -712,20 +713,41 @@ class Store:
         return True
 
     async def _insert_messages(self, messages: Sequence[StoredMessage]) -> None:
-        if not messages:
-            return
-        values: dict[str, Any] = {}
         rows = []
-        for i, message in enumerate(messages):
+        for message in messages:
             params = _message_params(message)
             params["index_state"] = IndexState.PENDING.value
-            values.update({f"{k}_{i}": v for k, v in params.items()})
-            rows.append("(" + ", ".join(f":{c}_{i}" for c in _MESSAGE_COLUMNS) + ")")
-        await self._database.execute(
-            f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) VALUES {', '.join(rows)}",
-            values,
-        )
+            rows.append(params)
+        await self._execute_many(_MESSAGE_INSERT, rows)
 
+    async def _execute_many(self, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run one statement for many rows (named parameters), inside the caller's transaction.
+
+        On SQLite this is sqlite3's own executemany on the transaction's connection: the
+        generic path compiles the statement once per row through SQLAlchemy, which cost
+        more CPU than the embedding during a sync.
+        """
+        if not rows:
+            return
+        if self.is_sqlite:
+            raw = self._database.connection().raw_connection
+            in_transaction = raw.in_transaction
+            try:
+                await raw.executemany(query, rows)
+            except sqlite3.Error:
+                # SQLite may roll the whole transaction back by itself (a full disk can);
+                # an empty one in its place lets the caller's ROLLBACK release the connection.
+                if in_transaction and not raw.in_transaction:
+                    await raw.execute("BEGIN")
+                raise
+        else:
+            await self._database.execute_many(query, list(rows))
+
+
+_MESSAGE_INSERT: Final = (
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _MESSAGE_COLUMNS)})"
+)
 
 _STATES = {
     "pending": IndexState.PENDING.value,
