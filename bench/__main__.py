@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 BENCHMARKS = {
-    "frontdoor": "The front door: signed interactions through uvicorn and Redis",
+    "frontdoor": "The front door against its peers: signed interactions under wrk",
     "sync": "Sync: Discord REST to SQLite and Chroma",
     "embedding": "Embeddings and vector search",
     "generation": "Generation: llama.cpp through the worker's Generator",
@@ -60,38 +60,62 @@ def run(name: str) -> tuple[str, float, int]:
 
 
 def main(names: list[str]) -> int:
-    """Run the named benchmarks (all by default) and write RESULTS.md."""
+    """Run the named benchmarks (all by default) and write their sections of RESULTS.md.
+
+    Naming some benchmarks re-runs only those: the other sections already in the file
+    are kept, each with the date it was measured.
+    """
     chosen = names or list(BENCHMARKS)
     unknown = [n for n in chosen if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmarks: {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
         return 2
-    sections = [
-        "# Benchmark results",
-        "",
-        f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        f"Machine: {machine()}.",
-        "",
-    ]
+    kept = _sections(RESULTS.read_text()) if names and RESULTS.exists() else {}
     status = 0
     for name in chosen:
         print(f"== bench.{name} ==", flush=True)
         output, seconds, code = run(name)
         print(output, flush=True)
         status |= code
-        sections += [
-            f"## {BENCHMARKS[name]}",
-            "",
-            f"Command: `python -m bench.{name}` ({seconds:.0f} s"
-            + (f", exit status {code}" if code else "")
-            + ")",
-            "",
-            output,
-            "",
-        ]
-    RESULTS.write_text("\n".join(sections))
+        measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        kept[name] = "\n".join(
+            [
+                f"## {BENCHMARKS[name]}",
+                "",
+                f"Command: `python -m bench.{name}` ({seconds:.0f} s, {measured}"
+                + (f", exit status {code}" if code else "")
+                + ")",
+                "",
+                output,
+                "",
+            ]
+        )
+    header = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`python -m bench [NAME ...]`); each section says when it",
+        f"was measured. Machine: {machine()}.",
+        "",
+    ]
+    body = [kept[name] for name in BENCHMARKS if name in kept]
+    RESULTS.write_text("\n".join(header + body))
     print(f"wrote {RESULTS}")
     return status
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The sections of an earlier RESULTS.md, by benchmark name."""
+    titles = {f"## {title}": name for name, title in BENCHMARKS.items()}
+    sections: dict[str, str] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = titles.get(line)
+            if current is not None:
+                sections[current] = ""
+        if current is not None:
+            sections[current] += line + "\n"
+    return sections
 
 
 if __name__ == "__main__":

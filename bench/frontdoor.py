@@ -18,11 +18,12 @@ hikari-arq is a real enqueue: Redis is flushed before every /ask run, and our
 queue bound (QUEUE_LIMIT) is set out of reach, since no worker drains the queue.
 
 Each server is warmed up once, then PING and /ask are each measured RUNS times
-(3 runs of 5 s; `--quick` or BENCH_QUICK=1: 1 run of 2 s), the runs going
+(4 runs of 5 s; `--quick` or BENCH_QUICK=1: 1 run of 2 s), the runs going
 round the servers so that a change in the machine's load between runs falls on
-all of them alike. Every figure is the median over the runs, and each peer's
-ratio is ours over its figure from the same invocation. An /ask run sends a
-fixed number of distinct requests, sized from the warm-up's rate to last about
+all of them alike, each round starting with the next server (going first costs
+a few percent, so each server goes first once). Every figure is the median over
+the runs, and each peer's ratio is ours over its figure from the same invocation.
+An /ask run sends a fixed number of distinct requests, sized from the warm-up's rate to last about
 one run, then only PINGs until every /ask has been answered; its rate is the
 deferrals over the span from the first /ask sent to the last one answered,
 timed inside wrk alike for every server. For the servers that enqueue, the new
@@ -67,7 +68,7 @@ WARM_ASKS = 30_000
 class Plan:
     """How often and how long each (server, mode) is measured."""
 
-    runs: int = 3
+    runs: int = 4
     duration_s: int = 5
     warmup_s: int = 2
 
@@ -432,11 +433,14 @@ def measure(rig: Rig, bodies: Bodies) -> dict[str, dict[str, float]]:
         pings: dict[str, list[dict[str, float]]] = {server.name: [] for server in SERVERS}
         asks: dict[str, list[dict[str, float]]] = {server.name: [] for server in SERVERS}
         # Round robin, so that a change in the machine's load between runs
-        # weighs on every server alike rather than on whichever ran then.
-        for _ in range(rig.plan.runs):
-            for running in started:
+        # weighs on every server alike rather than on whichever ran then; each
+        # round starts with the next server, since going first costs a few percent.
+        for run in range(rig.plan.runs):
+            shift = run % len(started)
+            order = started[shift:] + started[:shift]
+            for running in order:
                 pings[running.server.name].append(_ping_run(rig, running, bodies))
-            for running in started:
+            for running in order:
                 asks[running.server.name].append(_ask_run(rig, running, bodies))
     finally:
         for running in started:
