@@ -9,7 +9,8 @@ was acknowledged (Discord allows 3 s), how many were deferred and how many
 were told the bot is busy, how long until every deferred one shows its final
 answer (none left "thinking..."), how many answers were errors, whether the
 queue drained, and the resident memory of the web and worker processes,
-sampled throughout.
+sampled throughout. The same flood is then sent again: memory that levels off
+stays where the first flood left it.
 """
 
 from __future__ import annotations
@@ -338,15 +339,15 @@ def _run(
         warm_rss = sampler.sample()
         sampler.start()
         flood_started = time.monotonic()
-        payloads = [_payload(fake, guild, channel, i, command) for i in range(count)]
-        sent = asyncio.run(_send_all(base, signer, payloads))
-        deferred = {s.interaction_id: s.token for s in sent if s.kind == "deferred"}
-        answers, drained = _wait_answers(fake, client, deferred, ANSWER_TIMEOUT)
-        deadline = time.monotonic() + 30
-        queue_left = _queue_length(client)
-        while queue_left and time.monotonic() < deadline:
-            time.sleep(0.5)
-            queue_left = _queue_length(client)
+        sent, deferred, answers, drained, queue_left = _flood(
+            fake, signer, base, client, guild, channel, range(count), command
+        )
+        flood_to_done = time.monotonic() - flood_started
+        first_rss = sampler.sample()
+        # The same flood again: memory that keeps growing would show here, not level off.
+        again = _flood(
+            fake, signer, base, client, guild, channel, range(count + 100, 2 * count + 100), command
+        )
     finally:
         client.close()
     end_rss = sampler.sample()
@@ -375,15 +376,47 @@ def _run(
             sum(1 for a in answers.values() if any(m in a for m in ERROR_MARKERS))
         ),
         "all_answered_s": drained,
-        "flood_to_done_s": time.monotonic() - flood_started,
+        "flood_to_done_s": flood_to_done,
         "queue_left": float(queue_left),
+        "again_deferral_ms_p99": _percentile([s.latency for s in again[0]], 0.99) * 1000,
+        "again_deferred": float(len(again[1])),
+        "again_answered": float(len(again[2])),
+        "again_queue_left": float(again[4]),
     }
     for role in ("web", "worker"):
         figures[f"{role}_rss_start_mib"] = start_rss.get(role, 0) / mib
         figures[f"{role}_rss_warm_mib"] = warm_rss.get(role, 0) / mib
         figures[f"{role}_rss_peak_mib"] = sampler.peak(role, flood_started) / mib
+        figures[f"{role}_rss_first_mib"] = first_rss.get(role, 0) / mib
         figures[f"{role}_rss_end_mib"] = end_rss.get(role, 0) / mib
     return figures
+
+
+def _flood(
+    fake: Any,
+    signer: Any,
+    base: str,
+    client: redis.Redis,
+    guild: dict[str, Any],
+    channel: dict[str, Any],
+    indexes: range,
+    command: Callable[..., Any],
+) -> tuple[list[Sent], dict[str, str], dict[str, str], float, int]:
+    """Send every /ask at once and wait until the deferred ones are answered and the queue empties.
+
+    Returns what each request got, the deferred ids with their tokens, the final answers,
+    the seconds until the last answer, and the jobs still queued at the end.
+    """
+    payloads = [_payload(fake, guild, channel, i, command) for i in indexes]
+    sent = asyncio.run(_send_all(base, signer, payloads))
+    deferred = {s.interaction_id: s.token for s in sent if s.kind == "deferred"}
+    answers, drained = _wait_answers(fake, client, deferred, ANSWER_TIMEOUT)
+    deadline = time.monotonic() + 30
+    queue_left = _queue_length(client)
+    while queue_left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        queue_left = _queue_length(client)
+    return sent, deferred, answers, drained, queue_left
 
 
 def _print(f: dict[str, float]) -> None:
@@ -410,11 +443,17 @@ def _print(f: dict[str, float]) -> None:
     print(f'| finished but left showing "thinking" | {f["thinking"]:.0f} |')
     print(f"| answers that were errors | {f['error_answers']:.0f} |")
     print(f"| jobs left in the queue at the end | {f['queue_left']:.0f} |")
+    print(
+        f"| the same flood again: deferral p99, deferred, finished, left in the queue | "
+        f"{f['again_deferral_ms_p99']:.0f} ms, {f['again_deferred']:.0f}, "
+        f"{f['again_answered']:.0f}, {f['again_queue_left']:.0f} |"
+    )
     for role in ("web", "worker"):
         print(
-            f"| {role} RSS start / after warm-up / peak / end | "
+            f"| {role} RSS start / after warm-up / peak / after flood 1 / after flood 2 | "
             f"{f[f'{role}_rss_start_mib']:.0f} / {f[f'{role}_rss_warm_mib']:.0f} / "
-            f"{f[f'{role}_rss_peak_mib']:.0f} / {f[f'{role}_rss_end_mib']:.0f} MiB |"
+            f"{f[f'{role}_rss_peak_mib']:.0f} / {f[f'{role}_rss_first_mib']:.0f} / "
+            f"{f[f'{role}_rss_end_mib']:.0f} MiB |"
         )
 
 
