@@ -68,10 +68,7 @@ class State:
                 client, index = _open_index(index_path, settings.chroma_url, embedder)
             except VectorIndexError as exc:
                 if index_path is None or not discard_damaged_index:
-                    raise VectorIndexError(
-                        f"{exc}; if the index is damaged, rebuild it from the database "
-                        "with `python -m app reindex`"
-                    ) from exc
+                    raise VectorIndexError(f"{exc}; if it is damaged, {REINDEX_HINT}") from exc
                 _move_aside(index_path, exc)
                 client, index = _open_index(index_path, None, embedder)
         except BaseException:

@@ -239,7 +239,6 @@ def create_app(
     return WebApp(
         interactions,
         routes=[
-            Route("/interactions", interactions),
             Route("/health", health, methods=["GET"]),
             Route("/health/live", _live, methods=["GET"]),
             Route("/health/ready", ready, methods=["GET"]),

@@ -40,7 +40,8 @@ QUESTIONS = [
 ]
 
 
-def _wait_http(url: str, timeout: float) -> None:
+def wait_http(url: str, timeout: float) -> None:
+    """Wait until `url` answers 200."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -49,7 +50,40 @@ def _wait_http(url: str, timeout: float) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
+def seed_channel(fake: Any, guild_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A guild whose #general holds 300 status updates and the FACTS; (guild, channel)."""
+    guild = fake.add_guild(guild_name)
+    channel = fake.add_channel(guild["id"], "general")
+    fake.add_messages(channel["id"], 300, text=lambda i: f"status update number {i}")
+    for fact in FACTS:
+        fake.add_message(channel["id"], fact)
+    return guild, channel
+
+
+def app_env(fake: Any, signer: Any, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of the bot's processes, talking to `fake` and signed by `signer`."""
+    from app.redis_server import free_port
+    from tests.fake_discord import DEFAULT_TOKEN
+
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATA_DIR": str(data_dir),
+        "DISCORD_APPLICATION_ID": fake.application_id,
+        "DISCORD_PUBLIC_KEY": signer.public_key_hex,
+        "DISCORD_BOT_TOKEN": DEFAULT_TOKEN,
+        "DISCORD_API_BASE": fake.api_base,
+        "SYNC_RECHECK_DAYS": "0",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "LOG_LEVEL": "WARNING",
+        "TQDM_DISABLE": "1",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }
 
 
 def main(asks: int = 8) -> dict[str, float]:
@@ -57,33 +91,15 @@ def main(asks: int = 8) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from app.foreground import sync
     from app.jobs import time_snowflake
-    from app.redis_server import RedisServer, free_port
+    from app.redis_server import RedisServer
     from app.settings import Settings
-    from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
+    from tests.fake_discord import FakeDiscord
     from tests.signing import Signer, command, encode
 
     signer = Signer()
     with tempfile.TemporaryDirectory() as tmp, FakeDiscord() as fake:
-        guild = fake.add_guild("Benchmark")
-        channel = fake.add_channel(guild["id"], "general")
-        fake.add_messages(channel["id"], 300, text=lambda i: f"status update number {i}")
-        for fact in FACTS:
-            fake.add_message(channel["id"], fact)
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DATA_DIR": str(Path(tmp) / "data"),
-            "DISCORD_APPLICATION_ID": fake.application_id,
-            "DISCORD_PUBLIC_KEY": signer.public_key_hex,
-            "DISCORD_BOT_TOKEN": DEFAULT_TOKEN,
-            "DISCORD_API_BASE": fake.api_base,
-            "SYNC_RECHECK_DAYS": "0",
-            "RATE_LIMIT_PER_MINUTE": "1000",
-            "HOST": "127.0.0.1",
-            "PORT": str(free_port()),
-            "LOG_LEVEL": "WARNING",
-            "TQDM_DISABLE": "1",
-        }
+        guild, channel = seed_channel(fake, "Benchmark")
+        env = app_env(fake, signer, Path(tmp) / "data", RATE_LIMIT_PER_MINUTE="1000")
         asyncio.run(sync(Settings.from_env(env), [guild["id"]], []))
         with RedisServer(Path(tmp) / "redis", persist=False) as redis:
             env["REDIS_URL"] = redis.url
@@ -99,7 +115,7 @@ def main(asks: int = 8) -> dict[str, float]:
             ]
             try:
                 base = f"http://127.0.0.1:{env['PORT']}"
-                _wait_http(f"{base}/health", 60)
+                wait_http(f"{base}/health", 60)
                 rows = [
                     _ask(fake, signer, base, guild, channel, i, command, encode, time_snowflake)
                     for i in range(asks + 1)

@@ -35,7 +35,7 @@ import httpx
 import psutil
 import redis
 
-from bench.answer import FACTS, QUESTIONS
+from bench.answer import QUESTIONS, app_env, seed_channel, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 # Discord gives an interaction token 15 minutes; no answer can land after that.
@@ -98,18 +98,6 @@ class Sent:
     latency: float
     status: int
     kind: str  # "deferred", "busy", or what else came back
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
 
 
 def _children(parent: psutil.Process, timeout: float) -> dict[str, psutil.Process]:
@@ -254,32 +242,13 @@ def main(count: int = 500) -> dict[str, float]:
     from app.redis_server import free_port
     from app.settings import Settings
     from app.supervisor import embedded_redis_socket
-    from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
+    from tests.fake_discord import FakeDiscord
     from tests.signing import Signer, command
 
     signer = Signer()
     with tempfile.TemporaryDirectory() as tmp, FakeDiscord() as fake:
-        guild = fake.add_guild("Load")
-        channel = fake.add_channel(guild["id"], "general")
-        fake.add_messages(channel["id"], 300, text=lambda i: f"status update number {i}")
-        for fact in FACTS:
-            fake.add_message(channel["id"], fact)
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DATA_DIR": str(Path(tmp) / "data"),
-            "DISCORD_APPLICATION_ID": fake.application_id,
-            "DISCORD_PUBLIC_KEY": signer.public_key_hex,
-            "DISCORD_BOT_TOKEN": DEFAULT_TOKEN,
-            "DISCORD_API_BASE": fake.api_base,
-            "SYNC_RECHECK_DAYS": "0",
-            "HOST": "127.0.0.1",
-            "PORT": str(free_port()),
-            "METRICS_PORT": str(free_port()),
-            "LOG_LEVEL": "WARNING",
-            "TQDM_DISABLE": "1",
-            "HF_HUB_OFFLINE": "1",
-        }
+        guild, channel = seed_channel(fake, "Load")
+        env = app_env(fake, signer, Path(tmp) / "data", METRICS_PORT=str(free_port()))
         env.pop("REDIS_URL", None)
         settings = Settings.from_env(env)
         asyncio.run(sync(settings, [guild["id"]], []))
@@ -322,7 +291,7 @@ def _run(
     socket_of: Callable[[Any], Path],
 ) -> dict[str, float]:
     base = f"http://{settings.host}:{settings.port}"
-    _wait_http(f"{base}/health", 180)
+    wait_http(f"{base}/health", 180)
     sampler = MemorySampler(_children(psutil.Process(app.pid), 30))
     start_rss = sampler.sample()
     client = redis.Redis(unix_socket_path=str(socket_of(settings)))

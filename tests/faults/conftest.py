@@ -1,4 +1,4 @@
-"""Shared helpers of the fault tests: a synced channel, the queue drained by a real worker,
+"""Shared helpers of the fault tests: a synced channel,
 and the bookkeeping that tells whether anything reached Discord twice."""
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis
 
 from app.foreground import sync
-from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
-from app.settings import Settings
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.workers.conftest import worker_settings
-from workers.worker import build_worker
 
 WEBHOOK_PREFIX = "/webhooks/"
 
@@ -55,38 +51,6 @@ async def history(fake_discord: FakeDiscord, tmp_path: Path, model_cache_dir: Pa
     summary = await sync(settings, [], [channel["id"]])
     assert not isinstance(summary, str) and summary.new == len(messages)
     return History(guild, channel, messages)
-
-
-async def enqueue(settings: Settings, items: list[dict[str, Any]]) -> None:
-    """Queue interactions as `handle_interaction` jobs, as the front door does."""
-    assert settings.redis_url is not None
-    redis = ArqRedis.from_url(settings.redis_url)
-    try:
-        for item in items:
-            job = await redis.enqueue_job(
-                HANDLE_INTERACTION, item, _job_id=item["id"], _queue_name=QUEUE_NAME
-            )
-            assert job is not None
-    finally:
-        await redis.aclose()
-
-
-async def drain(settings: Settings, **ctx: Any) -> dict[str, Any]:
-    """Run a burst worker until the queue is empty; return every job's result by job id."""
-    assert settings.redis_url is not None
-    redis = ArqRedis.from_url(settings.redis_url)
-    try:
-        worker = build_worker(
-            settings, redis, burst=True, handle_signals=False, poll_delay=0, ctx=ctx
-        )
-        worker.cron_jobs = []
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
-        return {r.job_id: r.result for r in await redis.all_job_results()}
-    finally:
-        await redis.aclose()
 
 
 def webhook_requests(fake: FakeDiscord, token: str) -> list[RecordedRequest]:

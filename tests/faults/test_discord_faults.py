@@ -28,14 +28,8 @@ from app.state import State
 from app.store.models import IndexState
 from app.sync.runner import SyncRunner
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord, RecordedRequest
-from tests.faults.conftest import (
-    History,
-    drain,
-    enqueue,
-    repeated_after_success,
-    webhook_requests,
-)
-from tests.workers.conftest import interaction, worker_settings
+from tests.faults.conftest import History, repeated_after_success, webhook_requests
+from tests.workers.conftest import drain, enqueue, interaction, worker_settings
 
 pytestmark = pytest.mark.faults
 

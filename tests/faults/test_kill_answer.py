@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis
 
-from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
 from app.settings import Settings
 from tests.fake_discord import EVERYONE_PERMISSIONS, FakeDiscord
 from tests.workers import conftest as workers
-from tests.workers.conftest import interaction, link, run_worker, worker_env
+from tests.workers.conftest import drain, enqueue, interaction, link, worker_env
 
 pytestmark = pytest.mark.faults
 
@@ -60,18 +58,13 @@ async def test_worker_killed_mid_answer_answers_exactly_once(
     )
     # The first edit of the answer hangs, so the kill lands while the answer is in flight.
     fake_discord.inject_delay(30.0, ORIGINAL, times=1)
-    assert settings.redis_url is not None
-    redis = ArqRedis.from_url(settings.redis_url)
-    try:
-        await redis.enqueue_job(HANDLE_INTERACTION, ask, _job_id=ask["id"], _queue_name=QUEUE_NAME)
-    finally:
-        await redis.aclose()
+    await enqueue(settings, [ask])
     env = {**os.environ, **worker_env(settings), "PYTHONPATH": str(ROOT)}
     kill_when_answer_starts(env, fake_discord)
     assert "**Sources**" not in str(fake_discord.interaction(ask["token"]).shown())
 
     # A new worker takes over the job that the dead one left in progress.
-    results = await run_worker(settings, [])
+    results = await drain(settings)
     assert results[ask["id"]] in ("ok", "cut_short")
     delivered = fake_discord.interaction(ask["token"])
     finals = [m for m in delivered.shown() if "**Sources**" in m["content"]]

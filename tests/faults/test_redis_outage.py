@@ -14,9 +14,9 @@ from app.interactions.responses import UNAVAILABLE_TEXT
 from app.redis_server import RedisServer
 from app.web import create_app
 from tests.fake_discord import EPHEMERAL, FakeDiscord
-from tests.faults.conftest import History, drain, webhook_requests
+from tests.faults.conftest import History, webhook_requests
 from tests.signing import Signer, encode
-from tests.workers.conftest import interaction, worker_settings
+from tests.workers.conftest import drain, interaction, worker_settings
 
 pytestmark = pytest.mark.faults
 

@@ -71,18 +71,25 @@ def interaction(
     return payload
 
 
-async def run_worker(
-    settings: Settings, interactions: list[dict[str, Any]], **ctx: Any
-) -> dict[str, Any]:
-    """Queue the interactions, run a burst worker until the queue is empty; return results."""
+async def enqueue(settings: Settings, items: list[dict[str, Any]]) -> None:
+    """Queue interactions as `handle_interaction` jobs, as the front door does."""
     assert settings.redis_url is not None
     redis = ArqRedis.from_url(settings.redis_url)
     try:
-        for item in interactions:
+        for item in items:
             job = await redis.enqueue_job(
                 HANDLE_INTERACTION, item, _job_id=item["id"], _queue_name=QUEUE_NAME
             )
             assert job is not None
+    finally:
+        await redis.aclose()
+
+
+async def drain(settings: Settings, **ctx: Any) -> dict[str, Any]:
+    """Run a burst worker until the queue is empty; return every job's result by job id."""
+    assert settings.redis_url is not None
+    redis = ArqRedis.from_url(settings.redis_url)
+    try:
         worker = build_worker(
             settings, redis, burst=True, handle_signals=False, poll_delay=0, ctx=ctx
         )
@@ -91,10 +98,17 @@ async def run_worker(
             await worker.async_run()
         finally:
             await worker.close()
-        results = {r.job_id: r.result for r in await redis.all_job_results()}
+        return {r.job_id: r.result for r in await redis.all_job_results()}
     finally:
         await redis.aclose()
-    return results
+
+
+async def run_worker(
+    settings: Settings, interactions: list[dict[str, Any]], **ctx: Any
+) -> dict[str, Any]:
+    """Queue the interactions, run a burst worker until the queue is empty; return results."""
+    await enqueue(settings, interactions)
+    return await drain(settings, **ctx)
 
 
 @pytest.fixture
