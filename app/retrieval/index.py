@@ -157,11 +157,21 @@ class MessageIndex:
         """Embed and store items (replacing any with the same id), 100 per batch."""
         for start in range(0, len(items), BATCH_SIZE):
             batch = items[start : start + BATCH_SIZE]
-            # Chat repeats itself ("ok", "thanks", "+1"): each distinct text is encoded once.
-            distinct = list(dict.fromkeys(item.text for item in batch))
-            encoded = self._embedder.encode(distinct)
-            row = {text: i for i, text in enumerate(distinct)}
-            vectors = encoded[[row[item.text] for item in batch]]
+            self.store(batch, self.embed(batch))
+
+    def embed(self, items: Sequence[IndexItem]) -> Vectors:
+        """The items' vectors, row for row; the index is not touched."""
+        # Chat repeats itself ("ok", "thanks", "+1"): each distinct text is encoded once.
+        distinct = list(dict.fromkeys(item.text for item in items))
+        encoded = self._embedder.encode(distinct)
+        row = {text: i for i, text in enumerate(distinct)}
+        vectors: Vectors = encoded[[row[item.text] for item in items]]
+        return vectors
+
+    def store(self, items: Sequence[IndexItem], vectors: Vectors) -> None:
+        """Store items with vectors from ``embed`` (replacing any with the same id)."""
+        for start in range(0, len(items), BATCH_SIZE):
+            batch = items[start : start + BATCH_SIZE]
             metadatas: list[Any] = [
                 {
                     "channel_id": item.channel_id,
@@ -173,7 +183,9 @@ class MessageIndex:
             ]
             with self._write_lock, _translated("upsert into the index"):
                 self._collection.upsert(
-                    ids=[str(item.id) for item in batch], embeddings=vectors, metadatas=metadatas
+                    ids=[str(item.id) for item in batch],
+                    embeddings=vectors[start : start + BATCH_SIZE],
+                    metadatas=metadatas,
                 )
                 self._vectors.invalidate({item.channel_id for item in batch})
 

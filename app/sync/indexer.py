@@ -4,7 +4,9 @@ Sync writes rows as `pending`; this drains them: deleted rows leave the
 index, new and edited rows are embedded and upserted, and only then marked
 indexed. A crash in between leaves rows pending for the next drain, so the
 index converges on the store whatever happens. Embedding runs in a thread,
-so the event loop keeps fetching the next page meanwhile.
+so the event loop keeps fetching the next page meanwhile, and it runs a batch
+ahead: while one batch is written to the index and marked indexed, the next
+is already being embedded, so the cores never wait on the index's writes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app.retrieval.embedder import Vectors
 from app.retrieval.index import IndexItem
 from app.store.db import Store
 from app.store.models import StoredMessage
@@ -27,7 +30,9 @@ BATCH = 100
 class IndexWriter(Protocol):
     """The blocking index calls the drain makes (MessageIndex provides them)."""
 
-    def upsert(self, items: Sequence[IndexItem]) -> None: ...
+    def embed(self, items: Sequence[IndexItem]) -> Vectors: ...
+
+    def store(self, items: Sequence[IndexItem], vectors: Vectors) -> None: ...
 
     def delete(self, ids: Sequence[int]) -> None: ...
 
@@ -38,6 +43,15 @@ class IndexCounts:
 
     embedded: int = 0
     removed: int = 0
+
+
+@dataclass
+class _Embedding:
+    """A batch of pending messages and its vectors, being computed or done."""
+
+    batch: list[StoredMessage]
+    items: list[IndexItem]
+    vectors: asyncio.Future[Vectors]
 
 
 def index_item(message: StoredMessage) -> IndexItem:
@@ -69,19 +83,56 @@ class Indexer:
                 await asyncio.to_thread(self._index.delete, ids)
                 await self._store.mark_removed(ids)
                 counts.removed += len(ids)
-            done: set[int] = set()
-            while messages := await self._store.pending_index(self._batch):
-                if done.issuperset(m.id for m in messages):
-                    # Edited again while being embedded: the next drain takes the new text.
-                    break
-                done.update(m.id for m in messages)
-                await asyncio.to_thread(self._index.upsert, [index_item(m) for m in messages])
-                await self._store.mark_indexed(
-                    [m.id for m in messages],
-                    expected_hashes={m.id: m.content_hash for m in messages},
-                )
-                counts.embedded += len(messages)
+            seen: set[int] = set()
+            embedding = self._embed(await self._next_batch(seen, in_flight=[]))
+            while embedding is not None:
+                try:
+                    # While it embeds, find the next batch, to start the moment it is done.
+                    batch = await self._next_batch(seen, in_flight=embedding.batch)
+                    await embedding.vectors
+                except BaseException:
+                    embedding.vectors.cancel()  # the thread runs out; its result is dropped
+                    raise
+                finished, embedding = embedding, self._embed(batch)
+                try:
+                    await self._write(finished)
+                except BaseException:
+                    if embedding is not None:
+                        embedding.vectors.cancel()
+                    raise
+                counts.embedded += len(finished.batch)
         return counts
+
+    async def _next_batch(
+        self, seen: set[int], *, in_flight: Sequence[StoredMessage]
+    ) -> list[StoredMessage]:
+        """The next pending messages not being embedded already; empty when done."""
+        busy = {m.id for m in in_flight}
+        rows = await self._store.pending_index(self._batch + len(busy))
+        batch = [m for m in rows if m.id not in busy][: self._batch]
+        if seen.issuperset(m.id for m in batch):
+            # Edited again while being embedded: the next drain takes the new text.
+            return []
+        seen.update(m.id for m in batch)
+        return batch
+
+    def _embed(self, batch: list[StoredMessage]) -> _Embedding | None:
+        """Start embedding a batch in a thread; None for an empty batch."""
+        if not batch:
+            return None
+        items = [index_item(m) for m in batch]
+        return _Embedding(
+            batch, items, asyncio.ensure_future(asyncio.to_thread(self._index.embed, items))
+        )
+
+    async def _write(self, embedding: _Embedding) -> None:
+        """Store an embedded batch in the index, then mark its rows indexed."""
+        vectors = embedding.vectors.result()
+        await asyncio.to_thread(self._index.store, embedding.items, vectors)
+        await self._store.mark_indexed(
+            [m.id for m in embedding.batch],
+            expected_hashes={m.id: m.content_hash for m in embedding.batch},
+        )
 
     async def follow(self, pages_written: asyncio.Event, done: asyncio.Event) -> IndexCounts:
         """Drain each time a page is written, until `done` is set and nothing is pending."""

@@ -21,7 +21,7 @@ from databases import Database
 
 from app.discord.rest import DiscordRest
 from app.errors import BotError
-from app.retrieval.embedder import Embedder, default_model_dir
+from app.retrieval.embedder import Embedder, Vectors, default_model_dir
 from app.retrieval.index import (
     COLLECTION,
     IndexItem,
@@ -64,10 +64,13 @@ class FillingIndex:
     index: MessageIndex
     room: int
 
-    def upsert(self, items: Sequence[IndexItem]) -> None:
+    def embed(self, items: Sequence[IndexItem]) -> Vectors:
+        return self.index.embed(items)
+
+    def store(self, items: Sequence[IndexItem], vectors: Vectors) -> None:
         if len(items) > self.room:
             raise VectorIndexError(CHROMA_FULL)
-        self.index.upsert(items)
+        self.index.store(items, vectors)
         self.room -= len(items)
 
     def delete(self, ids: Sequence[int]) -> None:

@@ -61,6 +61,16 @@ def test_batches_keep_input_order(embedder: Embedder) -> None:
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_batches_spread_over_threads_give_the_same_vectors(
+    embedder: Embedder, cache_dir: Path, threads: int
+) -> None:
+    texts = [f"{text} #{i}" for i in range(7) for text in TEXTS]  # 49 texts: uneven batches
+    spread = Embedder(default_model_dir(), cache_dir=cache_dir, threads=threads).load()
+    assert spread.threads == threads
+    np.testing.assert_allclose(spread.encode(texts), embedder.encode(texts), atol=1e-5)
+
+
 def test_similar_sentences_are_closer(embedder: Embedder) -> None:
     a, b, c = embedder.encode(
         ["The build is broken on main", "CI fails on the main branch", "I had pizza for lunch"]
