@@ -4,11 +4,11 @@ Two engines give the same vectors (cosine >= 0.9999 against a plain
 sentence-transformers encode, checked when the ONNX file is made):
 
 - ``onnx``: the model exported once from the package's ``model.safetensors`` to
-  an ONNX graph with fused attention, layer-norm and GELU kernels, cached under
-  ``cache_dir`` and run with onnxruntime. Texts are tokenised in one call,
-  sorted by token count and padded per batch, so short chat messages are not
-  padded to the length of a long one. Needs ``onnxruntime`` and, for the one-off
-  export only, ``onnx`` and torch.
+  an ONNX graph, cached under ``cache_dir`` and run with onnxruntime, whose own
+  graph optimisations (fused GELU and MatMul kernels) apply when it loads.
+  Texts are tokenised in one call, sorted by token count and padded per batch,
+  so short chat messages are not padded to the length of a long one. Needs
+  ``onnxruntime`` and, for the one-off export only, ``onnx`` and torch.
 - ``torch``: sentence-transformers' own encode, the fallback when onnxruntime or
   onnx is missing or the export fails its check.
 
@@ -26,6 +26,12 @@ messages/s on two cores, against 4.4 ms and 440/s for one batch at a time
 spread over both cores by onnxruntime's own thread pool, whose hand-offs
 between operators leave cores idle. The price is paid by a lone query, which
 now runs on one core: about 4.6 ms for a short question instead of 3.1.
+
+The exported graph is not run through onnxruntime's transformer fuser. Its
+Attention and SkipLayerNormalization kernels were slower on short messages, one
+core each (bench.sync's chat messages, batches of 13, CPU per message):
+fused graph 3.94 ms, of which SkipLayerNormalization 0.39; plain export 3.61-3.65
+ms, its Add and LayerNormalization together 0.13.
 ``max_seq_length`` stays at the model's 256: 128 changes long messages' vectors
 (cosine down to 0.85).
 
@@ -59,7 +65,7 @@ Backend = Literal["auto", "onnx", "torch"]
 Vectors = npt.NDArray[np.float32]
 
 # Bump when the export recipe changes, so that old cached files are not reused.
-_EXPORT_VERSION = "1"
+_EXPORT_VERSION = "2"
 _SAME_VECTORS = 0.9999
 _PROBES = [
     "hello",
@@ -307,7 +313,6 @@ def export_onnx(model_dir: Path, target: Path, *, max_seq_length: int = 256) -> 
     st = _load_sentence_transformer(model_dir, attn_implementation="eager")
     transformer: Any = st[0].auto_model
     transformer.eval()
-    config = transformer.config
     tokenizer = st.tokenizer
     dummy = tokenizer(
         ["hello world", "a second, longer example"], padding=True, return_tensors="pt"
@@ -324,8 +329,7 @@ def export_onnx(model_dir: Path, target: Path, *, max_seq_length: int = 256) -> 
             return self.model(**dict(zip(names, inputs, strict=True))).last_hidden_state  # type: ignore[no-any-return]
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    raw = target.with_name(f".{target.name}.{os.getpid()}.raw")
-    fused = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    exported = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # The tracer warns about shape-dependent branches that do not apply to BERT.
@@ -333,34 +337,19 @@ def export_onnx(model_dir: Path, target: Path, *, max_seq_length: int = 256) -> 
             torch.onnx.export(
                 _HiddenStates(transformer),
                 tuple(dummy[name] for name in names),
-                str(raw),
+                str(exported),
                 dynamo=False,
                 input_names=names,
                 output_names=["last_hidden_state"],
                 dynamic_axes=dynamic,
                 opset_version=17,
             )
-        _fuse(raw, fused, heads=config.num_attention_heads, hidden=config.hidden_size)
-        _check_same_vectors(st, fused, model_dir, max_seq_length)
-        os.replace(fused, target)
+        _check_same_vectors(st, exported, model_dir, max_seq_length)
+        os.replace(exported, target)
     finally:
-        raw.unlink(missing_ok=True)
-        fused.unlink(missing_ok=True)
+        exported.unlink(missing_ok=True)
     logger.info("exported ONNX embedding model to %s", target)
     return target
-
-
-def _fuse(source: Path, target: Path, *, heads: int, hidden: int) -> None:
-    from onnxruntime.transformers.optimizer import (  # type: ignore[import-untyped]
-        optimize_model,
-    )
-
-    # opt_level=1 keeps the file portable across onnxruntime versions; the
-    # session applies the hardware-specific optimisations when it loads.
-    model = optimize_model(
-        str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1
-    )
-    model.save_model_to_file(str(target))
 
 
 def _check_same_vectors(
