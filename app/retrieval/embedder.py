@@ -96,8 +96,11 @@ def default_model_dir() -> Path:
 class Embedder:
     """Turns texts into L2-normalised 384-dimensional float32 vectors.
 
-    Thread-safe: calls to ``encode`` are serialised by a lock, because each
-    engine already uses every core and two concurrent encodes only contend.
+    Thread-safe. With ONNX, concurrent calls share the cores: the batches of
+    large calls queue for the same threads, and a call that fits in one batch
+    (a search query) runs at once in its caller's thread, so a question asked
+    during a sync does not wait for the sync's batch. Torch calls are
+    serialised, since torch already spreads one call over every core.
     ``threads`` is how many cores an encode uses (default: those this process
     may run on).
     """
@@ -151,8 +154,7 @@ class Embedder:
             raise EmbedderError("the embedder is not loaded; call load() first")
         if not texts:
             return np.zeros((0, self._dimensions), dtype=np.float32)
-        with self._lock:
-            return self._engine.encode(texts)
+        return self._engine.encode(texts)
 
     def _open(self) -> _Engine:
         if self.requested_backend == "torch":
@@ -186,15 +188,17 @@ class _TorchEngine:
 
         # torch's thread pool is process-wide; the worker owns the process.
         torch.set_num_threads(options.threads)
+        self._lock = threading.Lock()
 
     def encode(self, texts: list[str]) -> Vectors:
-        vectors = self._model.encode(
-            texts,
-            batch_size=self._batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            vectors = self._model.encode(
+                texts,
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
 

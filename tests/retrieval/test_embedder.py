@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,19 @@ def test_concurrent_encodes_agree(embedder: Embedder) -> None:
     assert len(results) == 4
     for result in results:
         np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_a_query_does_not_wait_for_a_large_encode_to_finish(embedder: Embedder) -> None:
+    large = [f"{text} #{i}" for i in range(150) for text in TEXTS]  # seconds of work
+    big = threading.Thread(target=embedder.encode, args=(large,))
+    big.start()
+    try:
+        time.sleep(0.3)  # well into it
+        query = embedder.encode(["who fixed the deploy?"])
+        assert big.is_alive(), "the query was answered only after the large encode"
+    finally:
+        big.join()
+    np.testing.assert_allclose(query, embedder.encode(["who fixed the deploy?"]), atol=1e-6)
 
 
 def test_exported_file_is_reused(embedder: Embedder, cache_dir: Path) -> None:
