@@ -20,11 +20,12 @@ fused kernels and thread spinning off 6.0 ms at batch 16, 6.7 at 32, 7.1 at 64,
 starve the rest of a sync. Hence the defaults: ONNX, batch 16, no spinning.
 
 Cores are used a batch each rather than all on one batch: one single-threaded
-session run from a thread per core. On short chat messages, 100 at a time
-(what the indexer hands over), that took 4.1-4.2 ms CPU/message and 470-477
-messages/s on two cores, against 4.4 ms and 440/s for one batch at a time
-spread over both cores by onnxruntime's own thread pool, whose hand-offs
-between operators leave cores idle. The price is paid by a lone query, which
+session run from a thread per core. On short chat messages, in calls of 100,
+that took 4.1-4.2 ms CPU/message and 470-477 messages/s on two cores, against
+4.4 ms and 440/s for one batch at a time spread over both cores by
+onnxruntime's own thread pool, whose hand-offs between operators leave cores
+idle. Calls of 300 went faster again (3.8-3.9 ms, 494-509/s): sorting more
+texts by length pads less. The price is paid by a lone query, which
 now runs on one core: about 4.6 ms for a short question instead of 3.1.
 
 The exported graph is not run through onnxruntime's transformer fuser. Its
