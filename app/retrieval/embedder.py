@@ -67,6 +67,7 @@ Vectors = npt.NDArray[np.float32]
 
 # Bump when the export recipe changes, so that old cached files are not reused.
 _EXPORT_VERSION = "2"
+_EXPORT_PREFIX = "all-MiniLM-L6-v2-"
 _SAME_VECTORS = 0.9999
 _PROBES = [
     "hello",
@@ -173,10 +174,17 @@ class Embedder:
 
         if self.cache_dir is None:
             raise EmbedderError("no cache_dir to keep the exported ONNX file in")
-        path = self.cache_dir / f"all-MiniLM-L6-v2-{_fingerprint(self.model_dir)}.onnx"
+        path = self.cache_dir / f"{_EXPORT_PREFIX}{_fingerprint(self.model_dir)}.onnx"
         if not path.exists():
             export_onnx(self.model_dir, path, max_seq_length=self.max_seq_length)
-        return _OnnxEngine(path, self)
+        engine = _OnnxEngine(path, self)
+        # Exports of another model version or recipe are never read again. A process still
+        # running on one loaded it whole at start-up, so removing the file is safe.
+        for stale in self.cache_dir.glob(f"{_EXPORT_PREFIX}*.onnx"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
+                logger.info("removed the outdated ONNX export %s", stale)
+        return engine
 
 
 class _TorchEngine:

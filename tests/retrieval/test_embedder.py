@@ -118,6 +118,22 @@ def test_exported_file_is_reused(embedder: Embedder, cache_dir: Path) -> None:
     assert list(cache_dir.iterdir()) == [exported]
 
 
+def test_outdated_exports_are_removed_and_other_files_kept(
+    embedder: Embedder, cache_dir: Path
+) -> None:
+    (exported,) = cache_dir.glob("*.onnx")
+    outdated = cache_dir / "all-MiniLM-L6-v2-0123456789abcdef.onnx"
+    outdated.write_bytes(b"an export from an earlier version")
+    unrelated = cache_dir / "notes.onnx"
+    unrelated.write_bytes(b"not ours")
+    try:
+        Embedder(default_model_dir(), cache_dir=cache_dir, backend="onnx").load()
+        assert not outdated.exists()
+        assert exported.exists() and unrelated.exists()
+    finally:
+        unrelated.unlink()
+
+
 def test_encode_before_load_is_an_error() -> None:
     with pytest.raises(EmbedderError, match="load"):
         Embedder(default_model_dir()).encode(["hi"])
