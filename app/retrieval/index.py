@@ -170,6 +170,8 @@ class MessageIndex:
 
     def store(self, items: Sequence[IndexItem], vectors: Vectors) -> None:
         """Store items with vectors from ``embed`` (replacing any with the same id)."""
+        if len(vectors) != len(items):
+            raise ValueError(f"{len(vectors)} vectors for {len(items)} items")
         for start in range(0, len(items), BATCH_SIZE):
             batch = items[start : start + BATCH_SIZE]
             metadatas: list[Any] = [

@@ -6,7 +6,7 @@ indexed. A crash in between leaves rows pending for the next drain, so the
 index converges on the store whatever happens. Embedding runs in a thread,
 so the event loop keeps fetching the next page meanwhile, and it runs a batch
 ahead: while one batch is written to the index and marked indexed, the next
-is already being embedded, so the cores never wait on the index's writes.
+is already being embedded, so the cores seldom wait on the index's writes.
 """
 
 from __future__ import annotations
