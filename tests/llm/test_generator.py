@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import BotError
-from app.llm.generator import Generation, Generator, prompt_frame
+from app.llm.generator import Generation, Generator, Sampling, prompt_frame
 from app.llm.model_file import resolve_model_path
 from app.llm.prompts import Quote, ask_prompt, summary_prompts
 from app.settings import Settings
@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 # Counting never ends on its own, so only max_tokens, the deadline or a cancel can stop it.
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
+GREEDY = Sampling(temperature=0.0)
 
 # Gemma 3's instruction template, in the shape the instruction-tuned GGUFs carry it.
 GEMMA_TEMPLATE = (
@@ -39,7 +40,9 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="module")
 def generator(model_path: Path) -> Iterator[Generator]:
-    gen = Generator(model_path, threads=2, context=4096, progress_interval=0.05)
+    # Greedy decoding, so that what the model writes (counting on from 12) is the same every
+    # run; the default samples at temperature 0.7, which now and then wanders off the count.
+    gen = Generator(model_path, threads=2, context=4096, progress_interval=0.05, sampling=GREEDY)
     gen.load()
     yield gen
     gen.close()
