@@ -97,11 +97,11 @@ def test_concurrent_encodes_agree(embedder: Embedder) -> None:
 
 
 def test_a_query_does_not_wait_for_a_large_encode_to_finish(embedder: Embedder) -> None:
-    large = [f"{text} #{i}" for i in range(150) for text in TEXTS]  # seconds of work
+    large = [f"message {i}: who broke the deploy, and when?" for i in range(1500)]  # seconds
     big = threading.Thread(target=embedder.encode, args=(large,))
     big.start()
     try:
-        time.sleep(0.3)  # well into it
+        time.sleep(0.2)  # well into it
         query = embedder.encode(["who fixed the deploy?"])
         assert big.is_alive(), "the query was answered only after the large encode"
     finally:
