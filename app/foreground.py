@@ -162,7 +162,9 @@ async def import_export(settings: Settings, path: Path) -> str:
             edited += len(result.edited)
             unchanged += len(result.unchanged)
             progress.advance(len(page))
-        await state.indexer.drain()
+        progress.close()
+        progress = Progress("indexing")
+        await state.indexer.drain(progress.advance)
     finally:
         progress.close()
         await state.close()
@@ -176,12 +178,14 @@ async def reindex(settings: Settings) -> str:
     """Rebuild the vector index from the store, the source of truth."""
     started = time.monotonic()
     state = await State.open(settings, "reindex command", discard_damaged_index=True)
+    progress = Progress("reindexing")
     try:
         await state.index.areset()
         await state.store.reset_index_state()
-        counts = await state.indexer.drain()
+        counts = await state.indexer.drain(progress.advance)
         total = await state.index.acount()
     finally:
+        progress.close()
         await state.close()
     return (
         f"reindexed {counts.embedded} messages; the index holds {total}; "

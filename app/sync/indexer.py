@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,8 +81,11 @@ class Indexer:
         self._batch = batch
         self._lock = asyncio.Lock()
 
-    async def drain(self) -> IndexCounts:
-        """Index everything pending now; return what was done."""
+    async def drain(self, on_indexed: Callable[[int], None] | None = None) -> IndexCounts:
+        """Index everything pending now; return what was done.
+
+        `on_indexed`, if given, is told how many messages each time some are written.
+        """
         counts = IndexCounts()
         async with self._lock:
             while ids := await self._store.pending_removal(self._batch):
@@ -101,7 +104,7 @@ class Indexer:
                     raise
                 finished, embedding = embedding, self._embed(batch)
                 try:
-                    await self._write(finished)
+                    await self._write(finished, on_indexed)
                 except BaseException:
                     if embedding is not None:
                         embedding.vectors.cancel()
@@ -131,7 +134,7 @@ class Indexer:
             batch, items, asyncio.ensure_future(asyncio.to_thread(self._index.embed, items))
         )
 
-    async def _write(self, embedding: _Embedding) -> None:
+    async def _write(self, embedding: _Embedding, on_indexed: Callable[[int], None] | None) -> None:
         """Store an embedded batch in the index 100 at a time, marking each 100 indexed."""
         vectors = embedding.vectors.result()
         for start in range(0, len(embedding.batch), STORE_BATCH):
@@ -141,6 +144,8 @@ class Indexer:
             await self._store.mark_indexed(
                 [m.id for m in messages], expected_hashes={m.id: m.content_hash for m in messages}
             )
+            if on_indexed is not None:
+                on_indexed(len(messages))
 
     async def follow(self, pages_written: asyncio.Event, done: asyncio.Event) -> IndexCounts:
         """Drain each time a page is written, until `done` is set and nothing is pending."""

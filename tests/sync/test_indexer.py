@@ -92,11 +92,13 @@ async def store(store: Store) -> Store:
 
 async def test_each_batch_embeds_while_the_one_before_is_stored(store: Store) -> None:
     index = RecordingIndex(hold_store=True)
+    written: list[int] = []
 
-    counts = await Indexer(store, index, batch=100).drain()
+    counts = await Indexer(store, index, batch=100).drain(written.append)
 
     assert index.overlapped, "the second batch did not start embedding during the first store"
     assert counts.embedded == 250
+    assert written == [100, 100, 50]  # reported as each upsert lands, for progress lines
     ids = {msg(n).id for n in range(250)}
     assert sorted(index.embedded) == sorted(ids)  # each message embedded exactly once
     assert sorted(index.stored) == sorted(ids)
@@ -146,7 +148,7 @@ async def test_an_edit_to_the_last_batch_waits_for_the_next_drain_instead_of_loo
 
 async def test_a_failed_store_leaves_its_batch_pending_for_the_next_drain(store: Store) -> None:
     index = RecordingIndex(fail_store_call=2)
-    indexer = Indexer(store, index, batch=100)
+    indexer = Indexer(store, index, batch=250)  # one step, stored 100 at a time
 
     with pytest.raises(VectorIndexError):
         await indexer.drain()
