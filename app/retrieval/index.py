@@ -155,9 +155,7 @@ class MessageIndex:
 
     def upsert(self, items: Sequence[IndexItem]) -> None:
         """Embed and store items (replacing any with the same id), 100 per batch."""
-        for start in range(0, len(items), BATCH_SIZE):
-            batch = items[start : start + BATCH_SIZE]
-            self.store(batch, self.embed(batch))
+        self.store(items, self.embed(items))
 
     def embed(self, items: Sequence[IndexItem]) -> Vectors:
         """The items' vectors, row for row; the index is not touched."""

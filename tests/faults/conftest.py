@@ -4,7 +4,13 @@ and the bookkeeping that tells whether anything reached Discord twice."""
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,3 +81,30 @@ def repeated_after_success(fake: FakeDiscord) -> list[str]:
         if 200 <= request.status < 300:
             succeeded.add(key)
     return repeats
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for the worker's metrics."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kill_worker_when(env: dict[str, str], ready: Callable[[], bool]) -> None:
+    """Run `python -m app worker` and SIGKILL it as soon as `ready()` holds (2 minutes at most)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not ready() and time.monotonic() < deadline:
+        assert worker.poll() is None, "the worker exited on its own"
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,14 +20,13 @@ from app.retrieval.index import CHROMA_FILE
 from app.settings import Settings
 from app.state import State
 from health import HealthChecker
-from tests.faults.test_kill import free_port
+from tests.faults.conftest import ROOT, free_port
 from tests.workers import conftest as workers
 from tests.workers.conftest import run_worker, worker_env
 from workers.worker import build_worker
 
 pytestmark = pytest.mark.faults
 
-ROOT = Path(__file__).resolve().parents[2]
 
 # The worker tests' fixtures: a guild of a public and a mods-only channel, synced.
 guild = workers.guild

@@ -8,11 +8,6 @@ holding exactly Discord's messages, and the index exactly the database's.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,11 +19,11 @@ from app.settings import Settings
 from app.store.db import Store
 from app.store.models import IndexState
 from tests.fake_discord import FakeDiscord
+from tests.faults.conftest import ROOT, free_port, kill_worker_when
 from tests.workers.conftest import run_worker, worker_env, worker_settings
 
 pytestmark = pytest.mark.faults
 
-ROOT = Path(__file__).resolve().parents[2]
 PAGES = "GET /channels/{channel_id}/messages"
 
 
@@ -63,28 +58,9 @@ def discord_ids(fake: FakeDiscord, channel_id: str) -> list[int]:
     return sorted(int(m["id"]) for m in fake.messages[channel_id])
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now, for the worker's metrics."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def kill_mid_sync(env: dict[str, str], fake: FakeDiscord, pages: int) -> None:
     """Run `python -m app worker` (its start-up sync runs) and SIGKILL it after `pages` pages."""
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while len(fake.requests_for(PAGES)) < pages and time.monotonic() < deadline:
-        assert worker.poll() is None, "the worker exited on its own"
-        time.sleep(0.01)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    kill_worker_when(env, lambda: len(fake.requests_for(PAGES)) >= pages)
     assert len(fake.requests_for(PAGES)) >= pages, "the sync never got going"
 
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.settings import Settings
 from tests.fake_discord import EVERYONE_PERMISSIONS, FakeDiscord
+from tests.faults.conftest import ROOT, kill_worker_when
 from tests.workers import conftest as workers
 from tests.workers.conftest import drain, enqueue, interaction, link, worker_env
 
@@ -24,25 +20,7 @@ guild = workers.guild
 settings = workers.settings
 server = workers.server
 
-ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL = "PATCH /webhooks/{webhook_id}/{webhook_token}/messages/@original"
-
-
-def kill_when_answer_starts(env: dict[str, str], fake: FakeDiscord) -> None:
-    """Run `python -m app worker` and SIGKILL it once its answer starts to show."""
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not fake.requests_for(ORIGINAL) and time.monotonic() < deadline:
-        assert worker.poll() is None, "the worker exited on its own"
-        time.sleep(0.01)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
 
 
 async def test_worker_killed_mid_answer_answers_exactly_once(
@@ -60,7 +38,8 @@ async def test_worker_killed_mid_answer_answers_exactly_once(
     fake_discord.inject_delay(30.0, ORIGINAL, times=1)
     await enqueue(settings, [ask])
     env = {**os.environ, **worker_env(settings), "PYTHONPATH": str(ROOT)}
-    kill_when_answer_starts(env, fake_discord)
+    # SIGKILL once the answer starts to show.
+    kill_worker_when(env, lambda: bool(fake_discord.requests_for(ORIGINAL)))
     assert "**Sources**" not in str(fake_discord.interaction(ask["token"]).shown())
 
     # A new worker takes over the job that the dead one left in progress.
