@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.coalesce import CoalescingHttpToolsProtocol
     from app.web import create_app
 
     if not settings.has_discord_credentials:
@@ -100,11 +101,13 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         ws="none",
         access_log=False,
         log_config=None,
         server_header=False,
+        # Nothing reads the client's address, so uvicorn need not rewrite it per request.
+        proxy_headers=False,
         lifespan="on",
     )
     return 0

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 import uvicorn
 from starlette.testclient import TestClient
 
+from app.coalesce import CoalescingHttpToolsProtocol
 from app.errors import SettingsError
 from app.redis_server import RedisServer, free_port
 from app.settings import Settings
@@ -104,7 +105,7 @@ def test_the_web_module_does_not_import_the_heavy_libraries() -> None:
 
 @pytest.fixture
 async def served(redis_url: str) -> AsyncIterator[tuple[str, Signer]]:
-    """The app under a real uvicorn on 127.0.0.1."""
+    """The app under a real uvicorn on 127.0.0.1, with the protocol `python -m app web` uses."""
     signer = Signer()
     port = free_port()
     app = create_app(settings(redis_url, DISCORD_PUBLIC_KEY=signer.public_key_hex))
@@ -113,7 +114,7 @@ async def served(redis_url: str) -> AsyncIterator[tuple[str, Signer]]:
         host="127.0.0.1",
         port=port,
         loop="none",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         ws="none",
         log_level="warning",
         lifespan="on",

@@ -1,0 +1,116 @@
+"""uvicorn's httptools protocol with its writes coalesced: one send per connection per loop pass.
+
+uvicorn writes a response's head and body separately, and uvloop sends each
+write at once, so every answer costs two sends, and each send wakes the
+client's side. Here a connection's writes are kept until the current pass of
+the event loop is over and then leave in one send: a response goes out whole,
+and the answers to the requests that arrived together leave together. Under
+load that halves the sends and most of the cross-CPU wake-ups behind them,
+which cost more than the rest of uvicorn's work on a virtual machine; with a
+single request in flight it only waits for the end of the pass, microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class CoalescingTransport(asyncio.Transport):
+    """Keeps writes until the loop's next pass, then hands them to the real transport at once.
+
+    Everything else is the real transport's; closing sends what is kept first.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Keep `data`; the first write of a pass schedules the flush after it."""
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+        self._pending_size += len(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        """Keep every item, as `write` does."""
+        for data in list_of_data:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Send what is kept, in one write; a closed connection drops it."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        self._pending_size = 0
+        if self._transport.is_closing():
+            return
+        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        """Send what is kept, then close once it has gone out."""
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Drop what is kept and close at once."""
+        self._pending = []
+        self._pending_size = 0
+        self._transport.abort()
+
+    def write_eof(self) -> None:
+        """Send what is kept, then half-close."""
+        self.flush()
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + self._pending_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol writing through a CoalescingTransport.
+
+    Pass the class as uvicorn's `http` setting.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescingTransport(transport, self.loop))

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import uvicorn
+import uvloop
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from app.coalesce import CoalescingHttpToolsProtocol, CoalescingTransport
+from app.redis_server import free_port
+
+T = TypeVar("T")
+
+
+class RecordingTransport(asyncio.Transport):
+    """The real transport's part in the unit tests: records what reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.events: list[str] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+        self.events.append("write")
+
+    def close(self) -> None:
+        self.closing = True
+        self.events.append("close")
+
+    def abort(self) -> None:
+        self.closing = True
+        self.events.append("abort")
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 9)}.get(name, default)
+
+
+async def _next_pass() -> None:
+    # The flush was scheduled by the first write; one pass of the loop runs it.
+    await asyncio.sleep(0)
+
+
+async def test_writes_in_one_pass_leave_as_one_write_after_it() -> None:
+    real = RecordingTransport()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"")
+    transport.writelines([b'{"type"', bytearray(b":1}")])
+    assert real.writes == []
+    assert transport.get_write_buffer_size() == 29
+    await _next_pass()
+    assert real.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"type":1}']
+    assert transport.get_write_buffer_size() == 0
+    transport.write(b"next")
+    await _next_pass()
+    assert real.writes[1:] == [b"next"]
+
+
+async def test_close_sends_what_is_kept_first_and_abort_drops_it() -> None:
+    loop = asyncio.get_running_loop()
+    real = RecordingTransport()
+    transport = CoalescingTransport(real, loop)
+    transport.write(b"last words")
+    transport.close()
+    assert real.writes == [b"last words"]
+    assert real.events == ["write", "close"]
+    await _next_pass()
+    assert real.writes == [b"last words"]
+
+    real = RecordingTransport()
+    transport = CoalescingTransport(real, loop)
+    transport.write(b"never sent")
+    transport.abort()
+    await _next_pass()
+    assert real.events == ["abort"]
+
+
+async def test_a_connection_closed_before_the_flush_gets_nothing() -> None:
+    real = RecordingTransport()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())
+    transport.write(b"too late")
+    real.closing = True
+    await _next_pass()
+    assert real.writes == []
+    assert transport.is_closing()
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 9)
+
+
+class CountingTransport(asyncio.Transport):
+    """Stands between the coalescing transport and the socket's, recording each write."""
+
+    def __init__(self, transport: asyncio.Transport, sends: list[bytes]) -> None:
+        super().__init__()
+        self._transport = transport
+        self._sends = sends
+
+    def write(self, data: Any) -> None:
+        self._sends.append(bytes(data))
+        self._transport.write(data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+
+class CountingProtocol(CoalescingHttpToolsProtocol):
+    """The protocol under test, with every write that reaches the socket recorded."""
+
+    sends: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CountingTransport(transport, CountingProtocol.sends))
+
+
+def _app() -> Starlette:
+    async def small(request: Request) -> Response:
+        return Response(b'{"type":1}', media_type="application/json")
+
+    async def large(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for index in range(64):
+                yield bytes([65 + index % 26]) * 65536
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+    return Starlette(routes=[Route("/small", small), Route("/large", large)])
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def serve_and(loop_name: str, scenario: Callable[[int], Awaitable[T]]) -> T:
+    """Run `scenario(port)` against a small app under uvicorn with the coalescing protocol."""
+
+    async def main() -> T:
+        port = free_port()
+        config = uvicorn.Config(
+            _app(),
+            host="127.0.0.1",
+            port=port,
+            loop="none",
+            http=CountingProtocol,
+            ws="none",
+            log_level="warning",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.01)
+        CountingProtocol.sends.clear()
+        try:
+            return await scenario(port)
+        finally:
+            server.should_exit = True
+            await task
+
+    if loop_name == "uvloop":
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+async def _exchange(port: int, request: bytes, done: Callable[[bytes], bool]) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    received = b""
+    try:
+        while not done(received):
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 10)
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return received
+
+
+GET_SMALL = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_response_reaches_the_socket_in_one_write(loop_name: str) -> None:
+    received = serve_and(
+        loop_name,
+        lambda port: _exchange(port, GET_SMALL, lambda data: data.endswith(b'{"type":1}')),
+    )
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert CountingProtocol.sends == [received]
+
+
+def test_pipelined_requests_are_answered_in_order(loop_name: str) -> None:
+    request = GET_SMALL * 3
+    received = serve_and(
+        loop_name,
+        lambda port: _exchange(port, request, lambda data: data.count(b'{"type":1}') == 3),
+    )
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert b"".join(CountingProtocol.sends) == received
+
+
+def test_connection_close_delivers_the_whole_response_before_closing(loop_name: str) -> None:
+    request = b"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    # Read to the end of the stream: the server closes once the response is out.
+    received = serve_and(loop_name, lambda port: _exchange(port, request, lambda data: False))
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert received.endswith(b'{"type":1}')
+
+
+def test_a_large_streamed_response_arrives_intact(loop_name: str) -> None:
+    size = 64 * 65536
+
+    def complete(data: bytes) -> bool:
+        _, _, body = data.partition(b"\r\n\r\n")
+        return body.endswith(b"0\r\n\r\n")
+
+    request = b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n"
+    received = serve_and(loop_name, lambda port: _exchange(port, request, complete))
+    head, _, chunked = received.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    body = b""
+    while True:
+        length_line, _, rest = chunked.partition(b"\r\n")
+        length = int(length_line, 16)
+        if length == 0:
+            break
+        body += rest[:length]
+        chunked = rest[length + 2 :]
+    assert len(body) == size
+    assert body == b"".join(bytes([65 + i % 26]) * 65536 for i in range(64))
