@@ -78,24 +78,28 @@ class InteractionsRoute:
         endpoint = self.state.endpoint
         if endpoint is None:
             return await _send(send, 503, _NOT_READY)
-        signature = timestamp = None
-        length = -1
-        for name, value in scope["headers"]:
-            if name == b"x-signature-ed25519":
-                signature = value.decode("latin-1")
-            elif name == b"x-signature-timestamp":
-                timestamp = value.decode("latin-1")
-            elif name == b"content-length" and value.isdigit():
-                # More digits than any real body has (or int() accepts) means too large.
-                length = int(value) if len(value) <= 18 else self.max_body + 1
+        # Names come lower-cased; a repeated header counts by its last value.
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         # Refuse an oversized body before reading it; without a length, cap while streaming.
-        if length > self.max_body:
+        # More digits than any real body has (or int() accepts) means too large.
+        if (
+            declared is not None
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > self.max_body)
+        ):
             return await _send(send, 413, _TOO_LARGE)
+        signature = headers.get(b"x-signature-ed25519")
+        timestamp = headers.get(b"x-signature-timestamp")
         body = await _read_body(receive, self.max_body)
         if body is None:
             return await _send(send, 413, _TOO_LARGE)
         started = time.perf_counter()
-        status, payload = await endpoint.handle(body, signature, timestamp)
+        status, payload = await endpoint.handle(
+            body,
+            None if signature is None else signature.decode("latin-1"),
+            None if timestamp is None else timestamp.decode("latin-1"),
+        )
         self._observe(time.perf_counter() - started)
         await _send(send, status, payload)
 

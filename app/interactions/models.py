@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from app.errors import BotError
 from app.interactions.commands import COMMANDS, MANAGE_GUILD, OPTION_INTEGER, OPTION_STRING
@@ -33,9 +34,13 @@ class MalformedInteraction(BotError):
     """A correctly signed body that is not an interaction we can read."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Interaction:
-    """One parsed interaction; `raw` is the whole dict, handed on to the worker untouched."""
+    """One parsed interaction; `raw` is the whole dict, handed on to the worker untouched.
+
+    Not frozen: a frozen dataclass costs a microsecond per request to build, on the path
+    every PING takes. Nothing changes one after parsing.
+    """
 
     type: int
     id: str | None
@@ -53,12 +58,13 @@ class Interaction:
 def parse_interaction(body: bytes) -> Interaction:
     """Read a verified body; raise MalformedInteraction when it is not an interaction."""
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        # orjson reads a small body in a tenth of the standard module's time, and refuses
+        # what is not strict JSON: invalid UTF-8, NaN, lone surrogates, over 1024 levels.
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit"):
+            raise MalformedInteraction("body is nested too deeply") from None
         raise MalformedInteraction("body is not JSON") from None
-    except RecursionError:
-        # The decoder recurses per nesting level; a crafted body can exhaust the stack.
-        raise MalformedInteraction("body is nested too deeply") from None
     if not isinstance(raw, dict):
         raise MalformedInteraction("body is not a JSON object")
     kind = raw.get("type")

@@ -20,6 +20,9 @@ from tests.signing import command, encode
     [
         (b"not json", "not JSON"),
         (b"\xff\xfe", "not JSON"),
+        (b'{"type": 1, "x": NaN}', "not JSON"),
+        (b'{"type": 1, "x": "\\ud800"}', "not JSON"),
+        (b'{"type": 1, "x": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nested too deeply"),
         (b"[1, 2]", "not a JSON object"),
         (b'"text"', "not a JSON object"),
         (b"{}", "no integer type"),
