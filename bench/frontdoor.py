@@ -7,7 +7,9 @@ CPU 0 over 32 connections:
 - ours: the app under uvicorn (httptools + uvloop), POST /interactions;
 - hikari: hikari's `RESTBot` interaction server, deferring every command;
 - hikari-arq: the same, enqueuing an arq `handle_interaction` job first;
-- flask: `discord_interactions.verify_key` in a minimal Flask app under waitress.
+- flask: `discord_interactions.verify_key` in a minimal Flask app under waitress;
+- floor: not a peer but a bound: uvicorn set up as ours, pynacl's check, the
+  type read and the answer, nothing else (no replay check, metrics or Redis).
 
 (bench.peers holds the peers and how each is set up; bench.peer_wrk the wrk
 script.) Every server gets the same interaction bodies, signed the same way
@@ -106,6 +108,13 @@ SERVERS: Final = (
         "flask",
         "Flask + discord-interactions, waitress",
         ("-m", "bench.peers", "flask"),
+        "/interactions",
+        False,
+    ),
+    Server(
+        "floor",
+        "floor: uvicorn + pynacl, nothing else",
+        ("-m", "bench.peers", "floor"),
         "/interactions",
         False,
     ),

@@ -1,6 +1,6 @@
 """The peers the front door is measured against (see bench.frontdoor).
 
-    python -m bench.peers hikari|hikari-arq|flask
+    python -m bench.peers hikari|hikari-arq|flask|floor
 
 Each serves Discord interactions on 127.0.0.1:$PORT, verifies every request
 against $DISCORD_PUBLIC_KEY, answers a PING itself and a command with the
@@ -18,6 +18,12 @@ deferred response (type 5):
   with `discord_interactions.verify_key` (401 when it fails), served by
   waitress with its defaults except `threads`.
 
+- `floor`: not a peer but the least an endpoint on the required stack can do:
+  a bare ASGI function under uvicorn, set up as ours is (httptools, uvloop,
+  coalesced writes), that checks the signature with pynacl, reads the type
+  with orjson and answers. No replay check, no rate limit, no metrics, no
+  Redis: what it serves per second bounds what ours can.
+
 hikari answers a bad signature with 400 rather than the 401 Discord documents;
 that is hikari's own behaviour and is left as it is.
 """
@@ -32,6 +38,7 @@ from typing import Any
 
 import hikari
 from flask import Flask, Response, jsonify, request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
 
@@ -39,7 +46,7 @@ HOST = "127.0.0.1"
 # The server is pinned to one CPU and the handler is CPU-bound, so more threads
 # only contend for the GIL; a few cover the moments a thread waits on a socket.
 WAITRESS_THREADS = 4
-PEERS = ("hikari", "hikari-arq", "flask")
+PEERS = ("hikari", "hikari-arq", "flask", "floor")
 
 
 def job_payload(interaction: hikari.CommandInteraction) -> dict[str, Any]:
@@ -169,6 +176,59 @@ def serve_flask(env: Mapping[str, str]) -> None:
     )
 
 
+def floor_app(public_key: str) -> ASGIApp:
+    """Verify, read the type, answer: the front door with nothing of ours in it."""
+    import orjson
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    key = VerifyKey(bytes.fromhex(public_key))
+    head = [(b"content-type", b"application/json")]
+
+    async def reply(send: Send, status: int, body: bytes) -> None:
+        headers = [*head, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        body = message.get("body", b"")
+        while message.get("more_body", False):
+            message = await receive()
+            body += message.get("body", b"")
+        headers = dict(scope["headers"])
+        try:
+            signature = bytes.fromhex(headers[b"x-signature-ed25519"].decode())
+            key.verify(headers[b"x-signature-timestamp"] + body, signature)
+        except (KeyError, ValueError, BadSignatureError):
+            return await reply(send, 401, b'{"error":"invalid request signature"}')
+        kind = orjson.loads(body).get("type")
+        await reply(send, 200, b'{"type":1}' if kind == 1 else b'{"type":5}')
+
+    return app
+
+
+def serve_floor(env: Mapping[str, str]) -> None:
+    """Serve the floor under uvicorn, configured as `python -m app web` is."""
+    import uvicorn
+
+    from app.coalesce import CoalescingHttpToolsProtocol
+
+    uvicorn.run(
+        floor_app(env["DISCORD_PUBLIC_KEY"]),
+        host=HOST,
+        port=int(env["PORT"]),
+        loop="uvloop",
+        http=CoalescingHttpToolsProtocol,
+        ws="none",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="off",
+    )
+
+
 def main(argv: list[str]) -> None:
     """Start the peer named on the command line."""
     name = argv[0] if len(argv) == 1 else ""
@@ -176,6 +236,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"usage: python -m bench.peers {'|'.join(PEERS)}")
     if name == "flask":
         serve_flask(os.environ)
+    elif name == "floor":
+        serve_floor(os.environ)
     else:
         serve_hikari(os.environ, queue=name == "hikari-arq")
 
