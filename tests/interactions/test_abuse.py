@@ -319,7 +319,7 @@ bad_ask_options = st.one_of(
                 st.integers(),
                 st.booleans(),
                 st.none(),
-                st.floats(allow_nan=False),
+                st.floats(allow_nan=False, allow_infinity=False),
                 st.lists(st.text(max_size=5), max_size=3),
                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
                 st.text(max_size=1),

@@ -160,7 +160,19 @@ def test_an_old_timestamp_gets_401(make_client: MakeClient, signer: Signer) -> N
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize("body", [b"nope", b"[]", b"{}", b'{"type":"1"}', b'{"type":2}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"nope",
+        b"[]",
+        b"{}",
+        b'{"type":"1"}',
+        b'{"type":2}',
+        # Python's json module would read these; they are not JSON, and Discord never sends them.
+        b'{"type":2,"id":"1","data":{"name":"ask","options":[{"name":"question","value":Infinity}]}}',
+        b'{"type":1,"x":NaN}',
+    ],
+)
 def test_signed_bodies_that_are_not_interactions_get_400(
     make_client: MakeClient, signer: Signer, body: bytes
 ) -> None:
