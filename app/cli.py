@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.coalesce import CoalescingHttpToolsProtocol
+    from app.http_protocol import HttpProtocol
     from app.web import create_app
 
     if not settings.has_discord_credentials:
@@ -101,7 +101,7 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,
+        http=HttpProtocol,
         ws="none",
         access_log=False,
         log_config=None,

@@ -212,14 +212,14 @@ def serve_floor(env: Mapping[str, str]) -> None:
     """Serve the floor under uvicorn, configured as `python -m app web` is."""
     import uvicorn
 
-    from app.coalesce import CoalescingHttpToolsProtocol
+    from app.http_protocol import HttpProtocol
 
     uvicorn.run(
         floor_app(env["DISCORD_PUBLIC_KEY"]),
         host=HOST,
         port=int(env["PORT"]),
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,
+        http=HttpProtocol,
         ws="none",
         access_log=False,
         log_config=None,

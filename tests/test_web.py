@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 import uvicorn
 from starlette.testclient import TestClient
 
-from app.coalesce import CoalescingHttpToolsProtocol
 from app.errors import SettingsError
+from app.http_protocol import HttpProtocol
 from app.redis_server import RedisServer, free_port
 from app.settings import Settings
 from app.web import create_app
@@ -114,7 +114,7 @@ async def served(redis_url: str) -> AsyncIterator[tuple[str, Signer]]:
         host="127.0.0.1",
         port=port,
         loop="none",
-        http=CoalescingHttpToolsProtocol,
+        http=HttpProtocol,
         ws="none",
         log_level="warning",
         lifespan="on",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app.coalesce import CoalescingHttpToolsProtocol, CoalescingTransport
+from app.http_protocol import CoalescingTransport, HttpProtocol
 from app.redis_server import free_port
 
 T = TypeVar("T")
@@ -134,7 +135,7 @@ class CountingTransport(asyncio.Transport):
         return self._transport.get_write_buffer_size()
 
 
-class CountingProtocol(CoalescingHttpToolsProtocol):
+class CountingProtocol(HttpProtocol):
     """The protocol under test, with every write that reaches the socket recorded."""
 
     sends: list[bytes] = []
@@ -154,7 +155,11 @@ def _app() -> Starlette:
 
         return StreamingResponse(chunks(), media_type="application/octet-stream")
 
-    return Starlette(routes=[Route("/small", small), Route("/large", large)])
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(0.8)
+        return Response(b"late", media_type="text/plain")
+
+    return Starlette(routes=[Route("/small", small), Route("/large", large), Route("/slow", slow)])
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -162,8 +167,8 @@ def loop_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def serve_and(loop_name: str, scenario: Callable[[int], Awaitable[T]]) -> T:
-    """Run `scenario(port)` against a small app under uvicorn with the coalescing protocol."""
+def serve_and(loop_name: str, scenario: Callable[[int], Awaitable[T]], keep_alive: float = 5) -> T:
+    """Run `scenario(port)` against a small app under uvicorn with the protocol under test."""
 
     async def main() -> T:
         port = free_port()
@@ -176,6 +181,8 @@ def serve_and(loop_name: str, scenario: Callable[[int], Awaitable[T]]) -> T:
             ws="none",
             log_level="warning",
             lifespan="off",
+            # Typed as int by uvicorn; fractions work and keep these tests short.
+            timeout_keep_alive=keep_alive,  # type: ignore[arg-type]
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
@@ -260,3 +267,62 @@ def test_a_large_streamed_response_arrives_intact(loop_name: str) -> None:
         chunked = rest[length + 2 :]
     assert len(body) == size
     assert body == b"".join(bytes([65 + i % 26]) * 65536 for i in range(64))
+
+
+async def _response(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.startswith(b"content-length")
+    )
+    return head + await asyncio.wait_for(reader.readexactly(length), 5)
+
+
+async def _idle_until_closed(port: int) -> tuple[bytes, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(GET_SMALL)
+    answer = await _response(reader)
+    idle_from = time.monotonic()
+    closed = await asyncio.wait_for(reader.read(1), 5)
+    writer.close()
+    return answer + closed, time.monotonic() - idle_from
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(loop_name: str) -> None:
+    answer, idle = serve_and(loop_name, _idle_until_closed, keep_alive=0.3)
+    assert answer.endswith(b'{"type":1}')  # and then the end of the stream
+    assert 0.25 <= idle < 1.5
+
+
+async def _busy_for(port: int, seconds: float) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answered = 0
+    ends = time.monotonic() + seconds
+    while time.monotonic() < ends:
+        writer.write(GET_SMALL)
+        assert (await _response(reader)).endswith(b'{"type":1}')
+        answered += 1
+        await asyncio.sleep(0.1)
+    writer.close()
+    return answered
+
+
+def test_a_connection_in_use_outlives_many_keep_alive_timeouts(loop_name: str) -> None:
+    # Idle gaps of 0.1 s under a 0.3 s timeout, for 1.5 s: the timer fires early, re-sets.
+    answered = serve_and(loop_name, lambda port: _busy_for(port, 1.5), keep_alive=0.3)
+    assert answered >= 10
+
+
+def test_a_request_slower_than_the_timeout_is_still_answered(loop_name: str) -> None:
+    async def scenario(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # The first response arms the timer; the slow request is in flight when it fires.
+        writer.write(GET_SMALL)
+        await _response(reader)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await _response(reader)
+        writer.close()
+        return answer
+
+    assert serve_and(loop_name, scenario, keep_alive=0.3).endswith(b"late")
