@@ -8,10 +8,16 @@ import time
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import WorkerMetrics, histogram_counts
+from app.metrics import (
+    RESPONSE_BUCKETS,
+    LoopCounter,
+    LoopHistogram,
+    WorkerMetrics,
+    histogram_counts,
+)
 from app.settings import Settings
 from app.web import create_app
 from health import STATS_PREFIX, MinuteWindow
@@ -109,3 +115,37 @@ async def test_minute_window_expires_and_sums(redis_url: str) -> None:
     key = f"{STATS_PREFIX}web:{int(now // 60)}"
     assert 0 < await client.ttl(key) <= 900
     await client.aclose()
+
+
+def _without_created(text: str) -> list[str]:
+    # prometheus_client also writes when each series was created; the loop metrics do not.
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+def test_loop_metrics_write_what_prometheus_client_writes() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    histogram = LoopHistogram("latency_seconds", "How long", RESPONSE_BUCKETS)
+    counter = LoopCounter("answers", "Answers", ["kind", "outcome"])
+    ours.register(histogram)
+    ours.register(counter)
+    reference = Histogram("latency_seconds", "How long", buckets=RESPONSE_BUCKETS, registry=theirs)
+    answers = Counter("answers", "Answers", ["kind", "outcome"], registry=theirs)
+    # On a bound, between bounds, past the last one, and zero.
+    for value in (0.0, 0.001, 0.0011, 0.3, RESPONSE_BUCKETS[-1], 99.0, 1e9):
+        histogram.observe(value)
+        reference.observe(value)
+    for labels in (("1", "pong"), ("2", "queued"), ("2", "queued")):
+        counter.inc(labels)
+        answers.labels(*labels).inc()
+    assert _without_created(generate_latest(ours).decode()) == _without_created(
+        generate_latest(theirs).decode()
+    )
+
+
+def test_a_loop_counter_keeps_a_bounded_set_of_label_combinations() -> None:
+    counter = LoopCounter("answers", "Answers", ["outcome"])
+    for index in range(1000):
+        counter.inc((f"outcome-{index}",))
+    assert len(counter.values) <= 257
+    assert sum(counter.values.values()) == 1000
+    assert counter.values[("other",)] == 1000 - 256
