@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.http_protocol import HttpProtocol
+    from app.http_protocol import UVICORN_OPTIONS
     from app.web import create_app
 
     if not settings.has_discord_credentials:
@@ -100,15 +100,8 @@ def _web(settings: Settings, args: argparse.Namespace) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
-        http=HttpProtocol,
-        ws="none",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # Nothing reads the client's address, so uvicorn need not rewrite it per request.
-        proxy_headers=False,
         lifespan="on",
+        **UVICORN_OPTIONS,
     )
     return 0
 

@@ -19,7 +19,8 @@ idle for the whole timeout and otherwise sets itself for the rest of it.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -35,7 +36,6 @@ class CoalescingTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
-        self._pending_size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Keep `data`; the first write of a pass schedules the flush after it."""
@@ -44,7 +44,6 @@ class CoalescingTransport(asyncio.Transport):
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
-        self._pending_size += len(data)
 
     def writelines(self, list_of_data: Any) -> None:
         """Keep every item, as `write` does."""
@@ -57,7 +56,6 @@ class CoalescingTransport(asyncio.Transport):
         if not pending:
             return
         self._pending = []
-        self._pending_size = 0
         if self._transport.is_closing():
             return
         self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
@@ -70,7 +68,6 @@ class CoalescingTransport(asyncio.Transport):
     def abort(self) -> None:
         """Drop what is kept and close at once."""
         self._pending = []
-        self._pending_size = 0
         self._transport.abort()
 
     def write_eof(self) -> None:
@@ -106,7 +103,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + self._pending_size
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()
@@ -140,7 +137,6 @@ class HttpProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self._idle_since = None
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
@@ -162,3 +158,16 @@ class HttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_handler()
         else:
             self._idle_timer = self.loop.call_at(deadline, self._check_idle)
+
+
+# How the front door runs uvicorn, beside the app, host, port and lifespan.
+UVICORN_OPTIONS: Final[Mapping[str, Any]] = {
+    "loop": "uvloop",
+    "http": HttpProtocol,
+    "ws": "none",
+    "access_log": False,
+    "log_config": None,
+    "server_header": False,
+    # Nothing reads the client's address, so uvicorn need not rewrite it per request.
+    "proxy_headers": False,
+}

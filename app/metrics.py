@@ -57,11 +57,9 @@ class LoopCounter:
     def inc(self, labels: tuple[str, ...]) -> None:
         """Add one to the count of `labels` (one value per label name)."""
         values = self.values
-        if labels not in values:
-            if len(values) >= _MAX_LABEL_SETS:
-                labels = (_OVERFLOW,) * len(self.labelnames)
-            values.setdefault(labels, 0.0)
-        values[labels] += 1.0
+        if labels not in values and len(values) >= _MAX_LABEL_SETS:
+            labels = (_OVERFLOW,) * len(self.labelnames)
+        values[labels] = values.get(labels, 0.0) + 1.0
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)

@@ -34,7 +34,6 @@ HealthFactory = Callable[[aioredis.Redis], HealthChecker]
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 1 << 20
-# The endpoint's one log event per request, which the interaction counter listens to.
 
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 _TOO_LARGE: Final = responses.error("request body is larger than 1 MiB")

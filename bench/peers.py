@@ -212,20 +212,14 @@ def serve_floor(env: Mapping[str, str]) -> None:
     """Serve the floor under uvicorn, configured as `python -m app web` is."""
     import uvicorn
 
-    from app.http_protocol import HttpProtocol
+    from app.http_protocol import UVICORN_OPTIONS
 
     uvicorn.run(
         floor_app(env["DISCORD_PUBLIC_KEY"]),
         host=HOST,
         port=int(env["PORT"]),
-        loop="uvloop",
-        http=HttpProtocol,
-        ws="none",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,
         lifespan="off",
+        **UVICORN_OPTIONS,
     )
 
 

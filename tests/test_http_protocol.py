@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-import uvicorn
 import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.http_protocol import CoalescingTransport, HttpProtocol
-from app.redis_server import free_port
+from tests.serving import serving
 
 T = TypeVar("T")
 
@@ -171,29 +170,12 @@ def serve_and(loop_name: str, scenario: Callable[[int], Awaitable[T]], keep_aliv
     """Run `scenario(port)` against a small app under uvicorn with the protocol under test."""
 
     async def main() -> T:
-        port = free_port()
-        config = uvicorn.Config(
-            _app(),
-            host="127.0.0.1",
-            port=port,
-            loop="none",
-            http=CountingProtocol,
-            ws="none",
-            log_level="warning",
-            lifespan="off",
-            # Typed as int by uvicorn; fractions work and keep these tests short.
-            timeout_keep_alive=keep_alive,  # type: ignore[arg-type]
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-            await asyncio.sleep(0.01)
-        CountingProtocol.sends.clear()
-        try:
+        # A fraction of a second (uvicorn types it as int) keeps these tests short.
+        async with serving(
+            _app(), http=CountingProtocol, lifespan="off", timeout_keep_alive=keep_alive
+        ) as port:
+            CountingProtocol.sends.clear()
             return await scenario(port)
-        finally:
-            server.should_exit = True
-            await task
 
     if loop_name == "uvloop":
         return uvloop.run(main())

@@ -11,14 +11,13 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 from starlette.testclient import TestClient
 
 from app.errors import SettingsError
-from app.http_protocol import HttpProtocol
-from app.redis_server import RedisServer, free_port
+from app.redis_server import RedisServer
 from app.settings import Settings
 from app.web import create_app
+from tests.serving import serving
 from tests.signing import Signer, command, encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,25 +106,9 @@ def test_the_web_module_does_not_import_the_heavy_libraries() -> None:
 async def served(redis_url: str) -> AsyncIterator[tuple[str, Signer]]:
     """The app under a real uvicorn on 127.0.0.1, with the protocol `python -m app web` uses."""
     signer = Signer()
-    port = free_port()
     app = create_app(settings(redis_url, DISCORD_PUBLIC_KEY=signer.public_key_hex))
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="none",
-        http=HttpProtocol,
-        ws="none",
-        log_level="warning",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}", signer
-    server.should_exit = True
-    await task
+    async with serving(app, lifespan="on") as port:
+        yield f"http://127.0.0.1:{port}", signer
 
 
 async def test_uvicorn_serves_pings_and_deferrals(served: tuple[str, Signer]) -> None:
