@@ -126,9 +126,12 @@ class WebMetrics:
         registry.register(self.interactions)
         registry.register(self.response_seconds)
 
-    def interaction_done(self, kind: int | None, command: str | None, outcome: str) -> None:
-        """Count one answered interaction (the endpoint's observer)."""
+    def interaction_done(
+        self, kind: int | None, command: str | None, outcome: str, seconds: float
+    ) -> None:
+        """Count and time one answered interaction (the endpoint's observer)."""
         self.interactions.inc(("none" if kind is None else str(kind), command or "none", outcome))
+        self.response_seconds.observe(seconds)
 
     def snapshot(self) -> Snapshot:
         """Requests, failures and latency counts so far, for the per-minute window."""

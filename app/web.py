@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import SettingsError
+from app.http_protocol import DirectRoute, Reply, declared_too_large
 from app.interactions import responses
 from app.interactions.admission import Admission
 from app.interactions.endpoint import InteractionEndpoint
@@ -55,51 +56,49 @@ class _State:
 
 
 class InteractionsRoute:
-    """A raw ASGI adapter around InteractionEndpoint, skipping Request-object overhead."""
+    """POST /interactions around InteractionEndpoint: the protocol's direct route, and ASGI.
 
-    def __init__(
-        self,
-        state: _State,
-        configured: bool,
-        metrics: WebMetrics,
-        max_body: int = MAX_BODY_BYTES,
-    ) -> None:
+    `python -m app web` serves it through app.http_protocol.HttpProtocol, which calls
+    `respond` from the parser's callback; any other server (and a request the protocol
+    leaves to the app) comes in through `__call__`, which skips Request-object overhead.
+    """
+
+    path: Final = b"/interactions"
+    too_large: Final = (413, _TOO_LARGE)
+
+    def __init__(self, state: _State, configured: bool, max_body: int = MAX_BODY_BYTES) -> None:
         self.state = state
         self.configured = configured
         self.max_body = max_body
-        self._observe = metrics.response_seconds.observe
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            return await _send(send, 405, _METHOD, [(b"allow", b"POST")])
+    def respond(self, headers: Mapping[bytes, bytes], body: bytes) -> Reply | Awaitable[Reply]:
+        """The reply to a whole POST, or an awaitable of it while a command is admitted."""
         if not self.configured:
-            return await _send(send, 503, _NO_KEY)
+            return 503, _NO_KEY
         endpoint = self.state.endpoint
         if endpoint is None:
-            return await _send(send, 503, _NOT_READY)
-        # Names come lower-cased; a repeated header counts by its last value.
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        # Refuse an oversized body before reading it; without a length, cap while streaming.
-        # More digits than any real body has (or int() accepts) means too large.
-        if (
-            declared is not None
-            and declared.isdigit()
-            and (len(declared) > 18 or int(declared) > self.max_body)
-        ):
-            return await _send(send, 413, _TOO_LARGE)
+            return 503, _NOT_READY
         signature = headers.get(b"x-signature-ed25519")
         timestamp = headers.get(b"x-signature-timestamp")
-        body = await _read_body(receive, self.max_body)
-        if body is None:
-            return await _send(send, 413, _TOO_LARGE)
-        started = time.perf_counter()
-        status, payload = await endpoint.handle(
+        return endpoint.respond(
             body,
             None if signature is None else signature.decode("latin-1"),
             None if timestamp is None else timestamp.decode("latin-1"),
         )
-        self._observe(time.perf_counter() - started)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            return await _send(send, 405, _METHOD, [(b"allow", b"POST")])
+        # Names come lower-cased; a repeated header counts by its last value.
+        headers = dict(scope["headers"])
+        # Refuse an oversized body before reading it; without a length, cap while streaming.
+        if declared_too_large(headers.get(b"content-length"), self.max_body):
+            return await _send(send, *self.too_large)
+        body = await _read_body(receive, self.max_body)
+        if body is None:
+            return await _send(send, *self.too_large)
+        reply = self.respond(headers, body)
+        status, payload = reply if isinstance(reply, tuple) else await reply
         await _send(send, status, payload)
 
 
@@ -134,12 +133,14 @@ class WebApp(Starlette):
     """Starlette, except that /interactions is answered before its middleware and router.
 
     Discord's requests are most of the traffic and the route needs neither, so they skip
-    about ten microseconds of per-request dispatch (a PING costs some 70 in all).
+    about ten microseconds of per-request dispatch (a PING costs some 70 in all). The
+    route is also the app's `direct_route`, for app.http_protocol.HttpProtocol.
     """
 
     def __init__(self, interactions: InteractionsRoute, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.interactions = interactions
+        self.direct_route: DirectRoute = interactions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/interactions":
@@ -238,7 +239,7 @@ def create_app(
         """The Prometheus exposition of this process's metrics."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    interactions = InteractionsRoute(state, configured=verifier is not None, metrics=metrics)
+    interactions = InteractionsRoute(state, configured=verifier is not None)
     return WebApp(
         interactions,
         routes=[

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import pytest
+import uvicorn
 import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app.http_protocol import CoalescingTransport, HttpProtocol
+from app.http_protocol import UVICORN_OPTIONS, CoalescingTransport, HttpProtocol, Reply
+from app.redis_server import free_port
 from tests.serving import serving
 
 T = TypeVar("T")
@@ -308,3 +311,274 @@ def test_a_request_slower_than_the_timeout_is_still_answered(loop_name: str) -> 
         return answer
 
     assert serve_and(loop_name, scenario, keep_alive=0.3).endswith(b"late")
+
+
+class EchoRoute:
+    """A direct route: echoes the body at once, or after a pause for a body starting "later"."""
+
+    path = b"/direct"
+    max_body = 64
+    too_large = (413, b'{"error":"too large"}')
+
+    def __init__(self) -> None:
+        self.finished: list[bytes] = []
+
+    def respond(self, headers: Mapping[bytes, bytes], body: bytes) -> Reply | Awaitable[Reply]:
+        if body == b"boom":
+            raise RuntimeError("a bug in the route")
+        if body.startswith(b"later"):
+            return self._later(body)
+        return 200, b'{"direct":"' + body + b'","sig":"' + headers.get(b"x-sig", b"") + b'"}'
+
+    async def _later(self, body: bytes) -> Reply:
+        await asyncio.sleep(0.1)
+        self.finished.append(body)
+        return 202, b'{"later":"' + body + b'"}'
+
+
+class DirectApp(Starlette):
+    """The test app, with EchoRoute as its direct route; the ASGI /direct marks its answers."""
+
+    def __init__(self) -> None:
+        async def through_asgi(request: Request) -> Response:
+            body = await request.body()
+            return Response(b'{"asgi":"' + body + b'"}', media_type="application/json")
+
+        super().__init__(routes=[*_app().routes, Route("/direct", through_asgi, methods=["POST"])])
+        self.direct_route = EchoRoute()
+
+
+def _post(body: bytes, *headers: bytes, target: bytes = b"/direct") -> bytes:
+    head = b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
+    return head + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def serve_direct(
+    loop_name: str, scenario: Callable[[int, EchoRoute], Awaitable[T]], **options: Any
+) -> T:
+    """Run `scenario(port, route)` against DirectApp under uvicorn with the protocol under test."""
+    app = DirectApp()
+
+    async def main() -> T:
+        async with serving(app, http=CountingProtocol, lifespan="off", **options) as port:
+            CountingProtocol.sends.clear()
+            return await scenario(port, app.direct_route)
+
+    if loop_name == "uvloop":
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+async def _responses(port: int, request: bytes, count: int) -> list[bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    try:
+        return [await _response(reader) for _ in range(count)]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def _body(response: bytes) -> bytes:
+    return response.partition(b"\r\n\r\n")[2]
+
+
+def test_a_direct_reply_is_written_from_the_parser_in_one_write(loop_name: str) -> None:
+    async def scenario(port: int, route: EchoRoute) -> list[bytes]:
+        return await _responses(port, _post(b"hi", b"X-Sig: abc"), 1)
+
+    [response] = serve_direct(loop_name, scenario)
+    head = response.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200 ok\r\n")
+    assert b"content-type: application/json" in head
+    assert b"date: " in head  # uvicorn's default headers are kept
+    assert b"connection: close" not in head
+    assert _body(response) == b'{"direct":"hi","sig":"abc"}'
+    assert CountingProtocol.sends == [response]
+
+
+def test_a_reply_still_to_come_goes_out_when_ready(loop_name: str) -> None:
+    async def scenario(port: int, route: EchoRoute) -> tuple[list[bytes], list[bytes]]:
+        return await _responses(port, _post(b"later"), 1), route.finished
+
+    [response], finished = serve_direct(loop_name, scenario)
+    assert response.startswith(b"HTTP/1.1 202 Accepted\r\n")
+    assert _body(response) == b'{"later":"later"}'
+    assert finished == [b"later"]
+
+
+def test_pipelined_direct_and_app_requests_are_answered_in_order(loop_name: str) -> None:
+    # While the first reply is still to come, the direct requests behind it go the ASGI way.
+    request = _post(b"later1") + _post(b"a") + GET_SMALL + _post(b"b")
+
+    async def scenario(port: int, route: EchoRoute) -> list[bytes]:
+        return await _responses(port, request, 4)
+
+    bodies = [_body(r) for r in serve_direct(loop_name, scenario)]
+    assert bodies == [b'{"later":"later1"}', b'{"asgi":"a"}', b'{"type":1}', b'{"asgi":"b"}']
+
+
+def test_direct_requests_pipelined_behind_direct_replies_stay_direct(loop_name: str) -> None:
+    request = _post(b"a") + _post(b"b") + _post(b"c") + GET_SMALL
+
+    async def scenario(port: int, route: EchoRoute) -> list[bytes]:
+        return await _responses(port, request, 4)
+
+    bodies = [_body(r) for r in serve_direct(loop_name, scenario)]
+    assert bodies == [
+        b'{"direct":"a","sig":""}',
+        b'{"direct":"b","sig":""}',
+        b'{"direct":"c","sig":""}',
+        b'{"type":1}',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        (_post(b"q", target=b"/direct?x=1"), b'{"asgi":"q"}'),
+        (_post(b"e", b"Expect: 100-continue"), b'{"asgi":"e"}'),
+        (b"PUT /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"Method Not Allowed"),
+    ],
+)
+def test_other_requests_to_the_path_go_to_the_app(
+    loop_name: str, request_bytes: bytes, expected: bytes
+) -> None:
+    async def scenario(port: int, route: EchoRoute) -> bytes:
+        return await _exchange(port, request_bytes, lambda data: data.endswith(expected))
+
+    received = serve_direct(loop_name, scenario)
+    assert received.endswith(expected)
+    if b"Expect" in request_bytes:
+        assert received.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_sent(loop_name: str) -> None:
+    async def scenario(port: int, route: EchoRoute) -> tuple[bytes, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n")
+        refused = await _response(reader)
+        # The body still comes, and is dropped; the connection serves the next request.
+        writer.write(b"x" * 65 + _post(b"next"))
+        following = await _response(reader)
+        writer.close()
+        return refused, following
+
+    refused, following = serve_direct(loop_name, scenario)
+    assert refused.startswith(b"HTTP/1.1 413 ")
+    assert _body(refused) == b'{"error":"too large"}'
+    assert _body(following) == b'{"direct":"next","sig":""}'
+
+
+def test_a_streamed_body_is_refused_once_it_passes_the_cap(loop_name: str) -> None:
+    chunked = b"20\r\n" + b"y" * 32 + b"\r\n"
+    request = (
+        b"POST /direct HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked * 3
+        + b"0\r\n\r\n"
+        + _post(b"next")
+    )
+
+    async def scenario(port: int, route: EchoRoute) -> list[bytes]:
+        return await _responses(port, request, 2)
+
+    refused, following = serve_direct(loop_name, scenario)
+    assert refused.startswith(b"HTTP/1.1 413 ")
+    assert _body(following) == b'{"direct":"next","sig":""}'
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        _post(b"bye", b"Connection: close"),
+        _post(b"bye").replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+        _post(b"later-bye", b"Connection: close"),
+    ],
+)
+def test_a_request_that_ends_the_connection_gets_its_reply_first(
+    loop_name: str, request_bytes: bytes
+) -> None:
+    async def scenario(port: int, route: EchoRoute) -> bytes:
+        # Read to the end of the stream: the server closes once the reply is out.
+        return await _exchange(port, request_bytes, lambda data: False)
+
+    received = serve_direct(loop_name, scenario)
+    assert b"connection: close\r\n" in received.lower()
+    assert _body(received) in (b'{"direct":"bye","sig":""}', b'{"later":"later-bye"}')
+
+
+def test_a_failing_route_is_a_500_and_the_server_goes_on(loop_name: str) -> None:
+    async def scenario(port: int, route: EchoRoute) -> tuple[bytes, list[bytes]]:
+        failed = await _exchange(port, _post(b"boom"), lambda data: False)
+        return failed, await _responses(port, _post(b"fine"), 1)
+
+    failed, [fine] = serve_direct(loop_name, scenario)
+    assert failed.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert failed.endswith(b"Internal Server Error")
+    assert _body(fine) == b'{"direct":"fine","sig":""}'
+
+
+def test_a_client_gone_before_a_later_reply_costs_nothing_else(loop_name: str) -> None:
+    async def scenario(port: int, route: EchoRoute) -> tuple[list[bytes], list[bytes]]:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post(b"later-gone"))
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.3)
+        return route.finished, await _responses(port, _post(b"after"), 1)
+
+    finished, [after] = serve_direct(loop_name, scenario)
+    assert finished == [b"later-gone"]
+    assert _body(after) == b'{"direct":"after","sig":""}'
+
+
+def test_direct_replies_are_access_logged_as_uvicorn_logs_others(
+    loop_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(port: int, route: EchoRoute) -> list[bytes]:
+        return await _responses(port, _post(b"a") + _post(b"later"), 2)
+
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        serve_direct(loop_name, scenario, access_log=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert [line.split(" - ", 1)[1] for line in lines] == [
+        '"POST /direct HTTP/1.1" 200',
+        '"POST /direct HTTP/1.1" 202',
+    ]
+
+
+def test_shutdown_answers_a_direct_request_being_read_then_closes(loop_name: str) -> None:
+    async def main() -> bytes:
+        port = free_port()
+        options = {**UVICORN_OPTIONS, "loop": "none", "lifespan": "off"}
+        config = uvicorn.Config(DirectApp(), host="127.0.0.1", port=port, **options)
+        server = uvicorn.Server(config)
+        serve = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = _post(b"half-sent")
+        writer.write(request[:-4])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        server.should_exit = True
+        await asyncio.sleep(0.2)
+        writer.write(request[-4:])
+        received = await asyncio.wait_for(reader.read(), 5)  # to the end of the stream
+        await asyncio.wait_for(serve, 5)
+        writer.close()
+        return received
+
+    received = uvloop.run(main()) if loop_name == "uvloop" else asyncio.run(main())
+    assert b"connection: close\r\n" in received
+    assert _body(received) == b'{"direct":"half-sent","sig":""}'
+
+
+def test_a_wrapped_app_has_no_direct_route_and_is_served_as_asgi(loop_name: str) -> None:
+    # With proxy headers on, uvicorn wraps the app: every request goes the ASGI way.
+    async def scenario(port: int, route: EchoRoute) -> list[bytes]:
+        return await _responses(port, _post(b"w"), 1)
+
+    [response] = serve_direct(loop_name, scenario, proxy_headers=True)
+    assert _body(response) == b'{"asgi":"w"}'

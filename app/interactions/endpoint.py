@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from app.interactions import responses
 from app.interactions.admission import Admission, AdmissionUnavailable, Outcome
@@ -41,15 +41,15 @@ class _Result:
     detail: str | None = None
 
 
-# Told of every answered request: interaction type, command and outcome (for metrics).
-InteractionObserver = Callable[[int | None, str | None, str], None]
+# Told of every answered request: interaction type, command, outcome and the seconds taken.
+InteractionObserver = Callable[[int | None, str | None, str, float], None]
 
 
 class InteractionEndpoint:
     """Answers one signed interaction request with a status and a JSON body.
 
     Nothing here knows about HTTP frameworks, so tests and adapters call
-    `handle` with the raw body and the two signature headers.
+    `respond` or `handle` with the raw body and the two signature headers.
     """
 
     def __init__(
@@ -64,17 +64,32 @@ class InteractionEndpoint:
         self.options = options if options is not None else OptionChecker()
         self.observer = observer
 
-    async def handle(self, body: bytes, signature: str | None, timestamp: str | None) -> Reply:
-        """Verify before reading anything, then answer within Discord's deadline."""
+    def respond(
+        self, body: bytes, signature: str | None, timestamp: str | None
+    ) -> Reply | Coroutine[Any, Any, Reply]:
+        """The reply now, or, when a command must first be admitted in Redis, a coroutine for it.
+
+        Everything but the admission is synchronous: a PING, a bad signature or a refused
+        command is answered without a task, and an HTTP adapter can write the reply at once.
+        """
         started = time.perf_counter()
         try:
-            result = await self._answer(body, signature, timestamp)
+            decided = self._decide(body, signature, timestamp)
         except Exception:
             # A bug must not surface as Discord's bare "interaction failed".
             logger.exception("interaction could not be answered")
-            result = _Result(
-                200, responses.ephemeral_message("Something went wrong on my side."), "error"
-            )
+            decided = _failed()
+        if isinstance(decided, _Result):
+            return self._finish(decided, started)
+        return self._admit(decided, started)
+
+    async def handle(self, body: bytes, signature: str | None, timestamp: str | None) -> Reply:
+        """Verify before reading anything, then answer within Discord's deadline."""
+        reply = self.respond(body, signature, timestamp)
+        return reply if isinstance(reply, tuple) else await reply
+
+    def _finish(self, result: _Result, started: float) -> Reply:
+        elapsed = time.perf_counter() - started
         if self.observer is not None:
             interaction = result.interaction
             command = interaction.command if interaction else None
@@ -83,14 +98,18 @@ class InteractionEndpoint:
                 # Metric labels must stay a small set whatever a request names.
                 command if command is None or command in COMMAND_NAMES else "other",
                 result.outcome,
+                elapsed,
             )
         # PINGs are Discord's probes of the endpoint, not anyone's request: DEBUG only.
         level = logging.DEBUG if result.outcome == "pong" else logging.INFO
         if logger.isEnabledFor(level):
-            _log(result, started, level)
+            _log(result, elapsed, level)
         return result.status, result.body
 
-    async def _answer(self, body: bytes, signature: str | None, timestamp: str | None) -> _Result:
+    def _decide(
+        self, body: bytes, signature: str | None, timestamp: str | None
+    ) -> _Result | Interaction:
+        """The final result, or the verified, checked command that admission must decide."""
         try:
             self.verifier.verify(body, signature, timestamp)
         except SignatureError as exc:
@@ -108,9 +127,9 @@ class InteractionEndpoint:
                 "unsupported",
                 interaction,
             )
-        return await self._command(interaction)
+        return self._check_command(interaction)
 
-    async def _command(self, interaction: Interaction) -> _Result:
+    def _check_command(self, interaction: Interaction) -> _Result | Interaction:
         try:
             # What the worker will need to answer; without it nothing can be delivered.
             Invocation.from_raw(interaction.raw)
@@ -131,7 +150,20 @@ class InteractionEndpoint:
         problem = self.options.problem(name, interaction.options)
         if problem is not None:
             return _Result(200, responses.ephemeral_message(problem), "bad_options", interaction)
+        return interaction
+
+    async def _admit(self, interaction: Interaction, started: float) -> Reply:
+        try:
+            result = await self._admission_result(interaction)
+        except Exception:
+            logger.exception("interaction %s could not be admitted", interaction.id)
+            result = _failed(interaction)
+        return self._finish(result, started)
+
+    async def _admission_result(self, interaction: Interaction) -> _Result:
         assert interaction.id is not None  # parse_interaction guarantees it for commands
+        name = interaction.command
+        assert name is not None  # _check_command let only known commands through
         try:
             verdict = await self.admission.admit(
                 interaction.raw, interaction.id, interaction.user_id or _UNKNOWN_USER
@@ -148,7 +180,13 @@ class InteractionEndpoint:
         return _Result(200, body, verdict.outcome.value, interaction)
 
 
-def _log(result: _Result, started: float, level: int) -> None:
+def _failed(interaction: Interaction | None = None) -> _Result:
+    return _Result(
+        200, responses.ephemeral_message("Something went wrong on my side."), "error", interaction
+    )
+
+
+def _log(result: _Result, elapsed: float, level: int) -> None:
     interaction = result.interaction
     logger.log(
         level,
@@ -160,7 +198,7 @@ def _log(result: _Result, started: float, level: int) -> None:
             "command": interaction.command if interaction else None,
             "outcome": result.outcome,
             "status": result.status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "latency_ms": round(elapsed * 1000, 3),
             "detail": result.detail,
         },
     )

@@ -5,24 +5,33 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any, cast
 
+import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
+from app.interactions.admission import Admission
 from app.interactions.commands import ASK, SEARCH, STATS, SUMMARIZE, SYNC
+from app.interactions.endpoint import InteractionEndpoint
 from app.interactions.models import ADMINISTRATOR, MANAGE_GUILD
+from app.interactions.verify import SignatureVerifier
 from app.jobs import HANDLE_INTERACTION, JOB_KEY_PREFIX, QUEUE_NAME
 from app.redis_server import RedisServer
 from app.settings import Settings
 from app.web import create_app
 from tests.discord_spec import signed_interaction_vector
+from tests.serving import serving_in_thread
 from tests.signing import Signer, command, encode
 
 EPHEMERAL = 64
 
-MakeClient = Callable[..., TestClient]
+# starlette's TestClient is built on its own copy of httpx; both post alike.
+Client = httpx.Client | TestClient
+MakeClient = Callable[..., Client]
 
 
 @pytest.fixture
@@ -30,32 +39,38 @@ def signer() -> Signer:
     return Signer()
 
 
-@pytest.fixture
-def make_client(redis_url: str, signer: Signer) -> Iterator[MakeClient]:
-    """Opens TestClients (lifespan included) on the test's Redis, closed at the end."""
-    opened: list[TestClient] = []
+@pytest.fixture(params=["asgi", "uvicorn"])
+def make_client(
+    request: pytest.FixtureRequest, redis_url: str, signer: Signer
+) -> Iterator[MakeClient]:
+    """Opens clients of the app on the test's Redis, closed at the end.
 
-    def make(
-        clock: Callable[[], float] = time.time,
-        public_key: str | None = None,
-        url: str | None = None,
-        **env: str,
-    ) -> TestClient:
-        settings = Settings.from_env(
-            {
-                "DISCORD_PUBLIC_KEY": public_key or signer.public_key_hex,
-                "REDIS_URL": url or redis_url,
-                **env,
-            }
-        )
-        client = TestClient(create_app(settings, clock=clock))
-        client.__enter__()
-        opened.append(client)
-        return client
+    Every test runs twice: through starlette's TestClient (the ASGI route) and against
+    the app under uvicorn with the front door's protocol, which answers /interactions
+    itself (the direct route).
+    """
+    with ExitStack() as stack:
 
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
+        def make(
+            clock: Callable[[], float] = time.time,
+            public_key: str | None = None,
+            url: str | None = None,
+            **env: str,
+        ) -> Client:
+            settings = Settings.from_env(
+                {
+                    "DISCORD_PUBLIC_KEY": public_key or signer.public_key_hex,
+                    "REDIS_URL": url or redis_url,
+                    **env,
+                }
+            )
+            app = create_app(settings, clock=clock)
+            if request.param == "asgi":
+                return stack.enter_context(TestClient(app))
+            base = stack.enter_context(serving_in_thread(app))
+            return stack.enter_context(httpx.Client(base_url=base))
+
+        yield make
 
 
 @pytest.fixture
@@ -65,7 +80,7 @@ def store(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def post(client: TestClient, signer: Signer, payload: Any, **kwargs: Any) -> Any:
+def post(client: Client, signer: Signer, payload: Any, **kwargs: Any) -> Any:
     body = payload if isinstance(payload, bytes) else encode(payload)
     return client.post("/interactions", content=body, headers=signer.headers(body), **kwargs)
 
@@ -393,3 +408,37 @@ def test_one_log_line_per_request_without_the_token(
     assert fields["status"] == 200
     assert isinstance(fields["latency_ms"], float)
     assert raw["token"] not in json.dumps({k: str(v) for k, v in fields.items()})
+
+
+async def test_only_a_command_to_admit_leaves_its_reply_to_a_coroutine(
+    redis_url: str, signer: Signer, store: redis.Redis
+) -> None:
+    # The front door's protocol writes a reply it gets at once from the parser's callback.
+    client = aioredis.Redis.from_url(redis_url)
+    admission = Admission(client, rate_limit_per_minute=5, timeout=1.0, clock=time.time)
+    verifier = SignatureVerifier(signer.public_key_hex, 300, time.time)
+    endpoint = InteractionEndpoint(verifier, admission)
+
+    def respond(payload: dict[str, Any]) -> Any:
+        body = encode(payload)
+        headers = signer.headers(body)
+        return endpoint.respond(
+            body, headers["X-Signature-Ed25519"], headers["X-Signature-Timestamp"]
+        )
+
+    try:
+        assert respond({"type": 1}) == (200, b'{"type":1}')
+        unsigned = endpoint.respond(b'{"type":1}', None, None)
+        assert isinstance(unsigned, tuple)
+        assert unsigned[0] == 401
+        for refused in (command("weather"), command(SEARCH, {"query": "x", "limit": 11})):
+            status, body = respond(refused)
+            assert (status, json.loads(body)["type"]) == (200, 4)
+        pending = respond(command(ASK, {"question": "what shipped?"}))
+        assert not isinstance(pending, tuple)
+        assert queued(store) == []  # nothing is admitted until the reply is awaited
+        assert await pending == (200, b'{"type":5}')
+        assert len(queued(store)) == 1
+    finally:
+        await admission.aclose()
+        await client.aclose()
