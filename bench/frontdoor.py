@@ -4,12 +4,14 @@
 servers, each pinned to CPU 1, and loads one at a time with wrk pinned to
 CPU 0 over 32 connections:
 
-- ours: the app under uvicorn (httptools + uvloop), POST /interactions;
+- ours: `python -m app web`, POST /interactions;
 - hikari: hikari's `RESTBot` interaction server, deferring every command;
 - hikari-arq: the same, enqueuing an arq `handle_interaction` job first;
 - flask: `discord_interactions.verify_key` in a minimal Flask app under waitress;
-- floor: not a peer but a bound: uvicorn set up as ours, pynacl's check, the
-  type read and the answer, nothing else (no replay check, metrics or Redis).
+- floor: not a peer but a bound: uvicorn set up as ours, answering from the
+  protocol as ours does, with pynacl's check, the type read and the answer,
+  nothing else (no replay check, metrics or Redis);
+- floor-asgi: the same as a bare ASGI app, through uvicorn's request cycle.
 
 (bench.peers holds the peers and how each is set up; bench.peer_wrk the wrk
 script.) Every server gets the same interaction bodies, signed the same way
@@ -115,6 +117,13 @@ SERVERS: Final = (
         "floor",
         "floor: uvicorn + pynacl, nothing else",
         ("-m", "bench.peers", "floor"),
+        "/interactions",
+        False,
+    ),
+    Server(
+        "floor-asgi",
+        "floor as an ASGI app",
+        ("-m", "bench.peers", "floor-asgi"),
         "/interactions",
         False,
     ),

@@ -1,6 +1,6 @@
 """The peers the front door is measured against (see bench.frontdoor).
 
-    python -m bench.peers hikari|hikari-arq|flask|floor
+    python -m bench.peers hikari|hikari-arq|flask|floor|floor-asgi
 
 Each serves Discord interactions on 127.0.0.1:$PORT, verifies every request
 against $DISCORD_PUBLIC_KEY, answers a PING itself and a command with the
@@ -19,10 +19,14 @@ deferred response (type 5):
   waitress with its defaults except `threads`.
 
 - `floor`: not a peer but the least an endpoint on the required stack can do:
-  a bare ASGI function under uvicorn, set up as ours is (httptools, uvloop,
-  coalesced writes), that checks the signature with pynacl, reads the type
-  with orjson and answers. No replay check, no rate limit, no metrics, no
-  Redis: what it serves per second bounds what ours can.
+  uvicorn set up as ours is (httptools, uvloop, app.http_protocol's coalesced
+  writes and direct route), answering from the protocol as ours does, that
+  checks the signature with pynacl, reads the type with orjson and answers.
+  No replay check, no rate limit, no metrics, no Redis: what it serves per
+  second bounds what ours can.
+- `floor-asgi`: the same check as a bare ASGI function under the same uvicorn,
+  which takes every request through uvicorn's request cycle and a task: what
+  answering from the protocol saves.
 
 hikari answers a bad signature with 400 rather than the 401 Discord documents;
 that is hikari's own behaviour and is left as it is.
@@ -38,7 +42,7 @@ from typing import Any
 
 import hikari
 from flask import Flask, Response, jsonify, request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
 
@@ -46,7 +50,7 @@ HOST = "127.0.0.1"
 # The server is pinned to one CPU and the handler is CPU-bound, so more threads
 # only contend for the GIL; a few cover the moments a thread waits on a socket.
 WAITRESS_THREADS = 4
-PEERS = ("hikari", "hikari-arq", "flask", "floor")
+PEERS = ("hikari", "hikari-arq", "flask", "floor", "floor-asgi")
 
 
 def job_payload(interaction: hikari.CommandInteraction) -> dict[str, Any]:
@@ -176,46 +180,60 @@ def serve_flask(env: Mapping[str, str]) -> None:
     )
 
 
-def floor_app(public_key: str) -> ASGIApp:
+class FloorRoute:
     """Verify, read the type, answer: the front door with nothing of ours in it."""
-    import orjson
-    from nacl.exceptions import BadSignatureError
-    from nacl.signing import VerifyKey
 
-    key = VerifyKey(bytes.fromhex(public_key))
-    head = [(b"content-type", b"application/json")]
+    path = b"/interactions"
+    max_body = 1 << 20
+    too_large = (413, b'{"error":"request body is larger than 1 MiB"}')
 
-    async def reply(send: Send, status: int, body: bytes) -> None:
-        headers = [*head, (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    def __init__(self, public_key: str) -> None:
+        from nacl.signing import VerifyKey
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        self.key = VerifyKey(bytes.fromhex(public_key))
+
+    def respond(self, headers: Mapping[bytes, bytes], body: bytes) -> tuple[int, bytes]:
+        """The answer to one whole request."""
+        import orjson
+        from nacl.exceptions import BadSignatureError
+
+        try:
+            signature = bytes.fromhex(headers[b"x-signature-ed25519"].decode())
+            self.key.verify(headers[b"x-signature-timestamp"] + body, signature)
+        except (KeyError, ValueError, BadSignatureError):
+            return 401, b'{"error":"invalid request signature"}'
+        kind = orjson.loads(body).get("type")
+        return 200, b'{"type":1}' if kind == 1 else b'{"type":5}'
+
+
+class FloorApp:
+    """The floor as an ASGI app; with `direct`, also its protocol's direct route."""
+
+    def __init__(self, public_key: str, direct: bool) -> None:
+        self.route = FloorRoute(public_key)
+        if direct:
+            self.direct_route = self.route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         body = message.get("body", b"")
         while message.get("more_body", False):
             message = await receive()
             body += message.get("body", b"")
-        headers = dict(scope["headers"])
-        try:
-            signature = bytes.fromhex(headers[b"x-signature-ed25519"].decode())
-            key.verify(headers[b"x-signature-timestamp"] + body, signature)
-        except (KeyError, ValueError, BadSignatureError):
-            return await reply(send, 401, b'{"error":"invalid request signature"}')
-        kind = orjson.loads(body).get("type")
-        await reply(send, 200, b'{"type":1}' if kind == 1 else b'{"type":5}')
-
-    return app
+        status, reply = self.route.respond(dict(scope["headers"]), body)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(reply))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply})
 
 
-def serve_floor(env: Mapping[str, str]) -> None:
+def serve_floor(env: Mapping[str, str], direct: bool) -> None:
     """Serve the floor under uvicorn, configured as `python -m app web` is."""
     import uvicorn
 
     from app.http_protocol import UVICORN_OPTIONS
 
     uvicorn.run(
-        floor_app(env["DISCORD_PUBLIC_KEY"]),
+        FloorApp(env["DISCORD_PUBLIC_KEY"], direct),
         host=HOST,
         port=int(env["PORT"]),
         lifespan="off",
@@ -230,8 +248,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"usage: python -m bench.peers {'|'.join(PEERS)}")
     if name == "flask":
         serve_flask(os.environ)
-    elif name == "floor":
-        serve_floor(os.environ)
+    elif name.startswith("floor"):
+        serve_floor(os.environ, direct=name == "floor")
     else:
         serve_hikari(os.environ, queue=name == "hikari-arq")
 
