@@ -12,9 +12,11 @@ machine; with a single request in flight it only waits for the end of the pass.
 A direct route is answered inside the protocol: the app may name one POST
 route (its `direct_route`, a DirectRoute) whose replies are JSON and mostly
 known as soon as the body is in, Discord's /interactions. uvicorn would build
-a request cycle, start a task for it and run the app's coroutines, about a
-seventh of what a PING costs; here, when the route replies at once, the reply
-is written from the parser's callback. When it replies with a coroutine (a
+a request cycle, start a task for it and run the app's coroutines, some 9 µs
+of the 84 a PING cost that way; here, when the route replies at once, the
+reply is written from the parser's callback. The app must be handed to
+uvicorn unwrapped (no proxy-headers middleware): otherwise every request goes
+the ASGI way, answered the same, only slower. When it replies with a coroutine (a
 command waiting on Redis), that coroutine gets uvicorn's own request cycle
 and task, so pipelining, disconnects and shutdown behave as they always do.
 Any other request, and a direct one that arrives while an earlier request is

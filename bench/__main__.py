@@ -97,8 +97,9 @@ def main(names: list[str]) -> int:
         f"was measured. Machine: {machine()}.",
         "",
     ]
-    body = [kept[name] for name in BENCHMARKS if name in kept]
-    RESULTS.write_text("\n".join(header + body))
+    # Sections kept from the file come back with their own trailing blank lines.
+    body = "\n\n".join(kept[name].strip() for name in BENCHMARKS if name in kept)
+    RESULTS.write_text("\n".join(header) + "\n" + body + "\n")
     print(f"wrote {RESULTS}")
     return status
 
