@@ -1,6 +1,6 @@
 """A flood of /ask: many signed interactions at once against `python -m app run`.
 
-    python -m bench.load [--count 500]     (or LOAD_COUNT=50 python -m bench.load)
+    python -m bench.load [--count 500] [--floods 2]   (or LOAD_COUNT, LOAD_FLOODS)
 
 A local fake Discord (in this process) holds a synced channel; `python -m app
 run` (embedded Redis, web, worker, the bundled models) answers. All the /ask
@@ -9,8 +9,9 @@ was acknowledged (Discord allows 3 s), how many were deferred and how many
 were told the bot is busy, how long until every deferred one shows its final
 answer (none left "thinking..."), how many answers were errors, whether the
 queue drained, and the resident memory of the web and worker processes,
-sampled throughout. The same flood is then sent again: memory that levels off
-stays where the first flood left it.
+sampled throughout. The same flood is then sent again (`--floods` in all):
+memory that levels off stays where the first flood left it, and memory that
+leaks grows by about the same amount with every flood.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main(count: int = 500) -> dict[str, float]:
+def main(count: int = 500, floods: int = 2) -> dict[str, float]:
     """Flood `python -m app run` with `count` /ask; print a Markdown table, return the figures."""
     sys.path.insert(0, str(ROOT))
     from app.foreground import sync
@@ -263,7 +264,16 @@ def main(count: int = 500) -> dict[str, float]:
             )
         try:
             figures = _run(
-                fake, signer, settings, app, guild, channel, count, command, embedded_redis_socket
+                fake,
+                signer,
+                settings,
+                app,
+                guild,
+                channel,
+                count,
+                floods,
+                command,
+                embedded_redis_socket,
             )
         except Exception:
             print(log_path.read_text()[-4000:], file=sys.stderr)
@@ -287,6 +297,7 @@ def _run(
     guild: dict[str, Any],
     channel: dict[str, Any],
     count: int,
+    floods: int,
     command: Callable[..., Any],
     socket_of: Callable[[Any], Path],
 ) -> dict[str, float]:
@@ -312,14 +323,16 @@ def _run(
             fake, signer, base, client, guild, channel, range(count), command
         )
         flood_to_done = time.monotonic() - flood_started
-        first_rss = sampler.sample()
+        after_floods = [sampler.sample()]
         # The same flood again: memory that keeps growing would show here, not level off.
-        again = _flood(
-            fake, signer, base, client, guild, channel, range(count + 100, 2 * count + 100), command
-        )
+        repeats = []
+        for flood in range(1, floods):
+            offset = flood * (count + 100)
+            indexes = range(offset, offset + count)
+            repeats.append(_flood(fake, signer, base, client, guild, channel, indexes, command))
+            after_floods.append(sampler.sample())
     finally:
         client.close()
-    end_rss = sampler.sample()
     sampler.stop()
     latencies = [s.latency for s in sent]
     other = [s for s in sent if s.kind not in ("deferred", "busy")]
@@ -347,17 +360,21 @@ def _run(
         "all_answered_s": drained,
         "flood_to_done_s": flood_to_done,
         "queue_left": float(queue_left),
-        "again_deferral_ms_p99": _percentile([s.latency for s in again[0]], 0.99) * 1000,
-        "again_deferred": float(len(again[1])),
-        "again_answered": float(len(again[2])),
-        "again_queue_left": float(again[4]),
+        "floods": float(floods),
     }
+    for flood, again in enumerate(repeats, start=2):
+        figures[f"flood{flood}_deferral_ms_p99"] = (
+            _percentile([s.latency for s in again[0]], 0.99) * 1000
+        )
+        figures[f"flood{flood}_deferred"] = float(len(again[1]))
+        figures[f"flood{flood}_answered"] = float(len(again[2]))
+        figures[f"flood{flood}_queue_left"] = float(again[4])
     for role in ("web", "worker"):
         figures[f"{role}_rss_start_mib"] = start_rss.get(role, 0) / mib
         figures[f"{role}_rss_warm_mib"] = warm_rss.get(role, 0) / mib
         figures[f"{role}_rss_peak_mib"] = sampler.peak(role, flood_started) / mib
-        figures[f"{role}_rss_first_mib"] = first_rss.get(role, 0) / mib
-        figures[f"{role}_rss_end_mib"] = end_rss.get(role, 0) / mib
+        for flood, sample in enumerate(after_floods, start=1):
+            figures[f"{role}_rss_flood{flood}_mib"] = sample.get(role, 0) / mib
     return figures
 
 
@@ -412,21 +429,29 @@ def _print(f: dict[str, float]) -> None:
     print(f'| finished but left showing "thinking" | {f["thinking"]:.0f} |')
     print(f"| answers that were errors | {f['error_answers']:.0f} |")
     print(f"| jobs left in the queue at the end | {f['queue_left']:.0f} |")
-    print(
-        f"| the same flood again: deferral p99, deferred, finished, left in the queue | "
-        f"{f['again_deferral_ms_p99']:.0f} ms, {f['again_deferred']:.0f}, "
-        f"{f['again_answered']:.0f}, {f['again_queue_left']:.0f} |"
-    )
-    for role in ("web", "worker"):
+    floods = range(1, int(f["floods"]) + 1)
+    for flood in floods[1:]:
         print(
-            f"| {role} RSS start / after warm-up / peak / after flood 1 / after flood 2 | "
+            f"| the same flood again (flood {flood}): deferral p99, deferred, finished, "
+            f"left in the queue | {f[f'flood{flood}_deferral_ms_p99']:.0f} ms, "
+            f"{f[f'flood{flood}_deferred']:.0f}, {f[f'flood{flood}_answered']:.0f}, "
+            f"{f[f'flood{flood}_queue_left']:.0f} |"
+        )
+    after = " / ".join(str(n) for n in floods)
+    for role in ("web", "worker"):
+        sizes = " / ".join(f"{f[f'{role}_rss_flood{n}_mib']:.0f}" for n in floods)
+        print(
+            f"| {role} RSS start / after warm-up / peak / after flood {after} | "
             f"{f[f'{role}_rss_start_mib']:.0f} / {f[f'{role}_rss_warm_mib']:.0f} / "
-            f"{f[f'{role}_rss_peak_mib']:.0f} / {f[f'{role}_rss_first_mib']:.0f} / "
-            f"{f[f'{role}_rss_end_mib']:.0f} MiB |"
+            f"{f[f'{role}_rss_peak_mib']:.0f} / {sizes} MiB |"
         )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=int(os.environ.get("LOAD_COUNT", "500")))
-    main(parser.parse_args().count)
+    parser.add_argument("--floods", type=int, default=int(os.environ.get("LOAD_FLOODS", "2")))
+    arguments = parser.parse_args()
+    if arguments.floods < 1:
+        parser.error("--floods must be at least 1")
+    main(arguments.count, arguments.floods)
