@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import BotError
-from app.llm.generator import Generation, Generator, Sampling, prompt_frame
+from app.llm.generator import Generation, Generator, Sampling, heap_trimmer, prompt_frame
 from app.llm.model_file import resolve_model_path
 from app.llm.prompts import Quote, ask_prompt, summary_prompts
 from app.settings import Settings
@@ -248,3 +248,12 @@ async def test_fitted_prompts_never_exceed_the_window_with_the_real_tokenizer(
     )
     assert len(parts) > 1
     assert all(len(generator.encode(p.text)) <= budget for p in parts)
+
+
+async def test_free_heap_pages_can_be_handed_back_on_this_c_library() -> None:
+    # The worker's memory stays level only where malloc_trim is found and callable (glibc).
+    trim = heap_trimmer()
+    assert trim is not None
+    scratch = [bytearray(200_000) for _ in range(64)]
+    del scratch[::2]
+    assert trim(0) in (0, 1)
