@@ -1,6 +1,6 @@
 """A flood of /ask: many signed interactions at once against `python -m app run`.
 
-    python -m bench.load [--count 500] [--floods 2]   (or LOAD_COUNT, LOAD_FLOODS)
+    python -m bench.load [--count 500] [--floods 5]   (or LOAD_COUNT, LOAD_FLOODS)
 
 A local fake Discord (in this process) holds a synced channel; `python -m app
 run` (embedded Redis, web, worker, the bundled models) answers. All the /ask
@@ -236,7 +236,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main(count: int = 500, floods: int = 2) -> dict[str, float]:
+def main(count: int = 500, floods: int = 5) -> dict[str, float]:
     """Flood `python -m app run` with `count` /ask; print a Markdown table, return the figures."""
     sys.path.insert(0, str(ROOT))
     from app.foreground import sync
@@ -450,7 +450,7 @@ def _print(f: dict[str, float]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=int(os.environ.get("LOAD_COUNT", "500")))
-    parser.add_argument("--floods", type=int, default=int(os.environ.get("LOAD_FLOODS", "2")))
+    parser.add_argument("--floods", type=int, default=int(os.environ.get("LOAD_FLOODS", "5")))
     arguments = parser.parse_args()
     if arguments.floods < 1:
         parser.error("--floods must be at least 1")
