@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -169,20 +169,28 @@ def loop_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def serve_and(loop_name: str, scenario: Callable[[int], Awaitable[T]], keep_alive: float = 5) -> T:
-    """Run `scenario(port)` against a small app under uvicorn with the protocol under test."""
-
-    async def main() -> T:
-        # A fraction of a second (uvicorn types it as int) keeps these tests short.
-        async with serving(
-            _app(), http=CountingProtocol, lifespan="off", timeout_keep_alive=keep_alive
-        ) as port:
-            CountingProtocol.sends.clear()
-            return await scenario(port)
-
+def run_on(loop_name: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `main()` to completion on the named event loop."""
     if loop_name == "uvloop":
         return uvloop.run(main())
     return asyncio.run(main())
+
+
+def serve(loop_name: str, app: Any, scenario: Callable[[int], Awaitable[T]], **options: Any) -> T:
+    """Run `scenario(port)` against `app` under uvicorn with the protocol under test."""
+
+    async def main() -> T:
+        async with serving(app, http=CountingProtocol, lifespan="off", **options) as port:
+            CountingProtocol.sends.clear()
+            return await scenario(port)
+
+    return run_on(loop_name, main)
+
+
+def serve_and(loop_name: str, scenario: Callable[[int], Awaitable[T]], keep_alive: float = 5) -> T:
+    """Run `scenario(port)` against a small app under uvicorn with the protocol under test."""
+    # A fraction of a second (uvicorn types it as int) keeps these tests short.
+    return serve(loop_name, _app(), scenario, timeout_keep_alive=keep_alive)
 
 
 async def _exchange(port: int, request: bytes, done: Callable[[bytes], bool]) -> bytes:
@@ -358,15 +366,7 @@ def serve_direct(
 ) -> T:
     """Run `scenario(port, route)` against DirectApp under uvicorn with the protocol under test."""
     app = DirectApp()
-
-    async def main() -> T:
-        async with serving(app, http=CountingProtocol, lifespan="off", **options) as port:
-            CountingProtocol.sends.clear()
-            return await scenario(port, app.direct_route)
-
-    if loop_name == "uvloop":
-        return uvloop.run(main())
-    return asyncio.run(main())
+    return serve(loop_name, app, lambda port: scenario(port, app.direct_route), **options)
 
 
 async def _responses(port: int, request: bytes, count: int) -> list[bytes]:
@@ -570,7 +570,7 @@ def test_shutdown_answers_a_direct_request_being_read_then_closes(loop_name: str
         writer.close()
         return received
 
-    received = uvloop.run(main()) if loop_name == "uvloop" else asyncio.run(main())
+    received = run_on(loop_name, main)
     assert b"connection: close\r\n" in received
     assert _body(received) == b'{"direct":"half-sent","sig":""}'
 
