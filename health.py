@@ -3,7 +3,7 @@
 The web process checks what it can see itself (Redis, its memory, its disk) and
 reads what only the worker can see (its heartbeat, the database, the integrity
 check, the index) from Redis, where the worker writes it. Web and worker keep
-per-minute request counters in Redis (`MinuteWindow`), so the error rate and
+per-minute request counters in Redis (`app.ops.windows`), so the error rate and
 the 95th percentile response time cover every process over the last minutes.
 
 A failing *critical* check (Redis, memory) means this instance cannot take
@@ -29,19 +29,15 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-# The worker's arq heartbeat: the key arq sets every HEARTBEAT_INTERVAL seconds, expiring
-# one second after the next one is due, so a dead or stuck worker is noticed within seconds.
-HEARTBEAT_INTERVAL: Final = 5
-HEARTBEAT_KEY: Final = "arq:queue:health-check"
-QUEUE_KEY: Final = "arq:queue"
-# What the worker reports for /health (database, index, disk), rewritten every interval.
-WORKER_REPORT_KEY: Final = "health:worker"
-# The latest PRAGMA integrity_check and index check, kept until the next one.
-INTEGRITY_KEY: Final = "health:integrity"
-STATS_PREFIX: Final = "health:stats:"
-# Response-time buckets (seconds) of the per-minute counters; the last one is +Inf.
-LATENCY_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_STATS_TTL: Final = 15 * 60
+from app.jobs import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_KEY,
+    INTEGRITY_KEY,
+    QUEUE_NAME,
+    WORKER_REPORT_KEY,
+)
+from app.ops.windows import LATENCY_BUCKETS, MinuteWindow, percentile
+
 _ERROR_TEXT_MAX: Final = 200
 
 Check = dict[str, Any]
@@ -109,65 +105,6 @@ def disk_percent(path: Path) -> float:
         path = path.parent
     usage = shutil.disk_usage(path)
     return 100.0 * usage.used / usage.total
-
-
-class MinuteWindow:
-    """Per-minute request counters in Redis: hashes `health:stats:SOURCE:MINUTE`.
-
-    Fields: `n` (requests), `err` (failed ones) and `b0`..`bN` (how many fell in
-    each LATENCY_BUCKETS bucket, the last one open-ended).
-    """
-
-    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time) -> None:
-        self._redis = redis
-        self._clock = clock
-
-    async def add(
-        self, source: str, requests: int, errors: int, buckets: Sequence[int], when: float
-    ) -> None:
-        """Add counts to the minute containing `when`."""
-        key = f"{STATS_PREFIX}{source}:{int(when // 60)}"
-        pipe = self._redis.pipeline(transaction=False)
-        if requests:
-            pipe.hincrby(key, "n", requests)
-        if errors:
-            pipe.hincrby(key, "err", errors)
-        for index, count in enumerate(buckets):
-            if count:
-                pipe.hincrby(key, f"b{index}", count)
-        pipe.expire(key, _STATS_TTL)
-        await pipe.execute()
-
-    async def totals(self, source: str, minutes: int) -> tuple[int, int, list[int]]:
-        """Requests, errors and bucket counts of `source` over the last `minutes` minutes."""
-        now = int(self._clock() // 60)
-        keys = [f"{STATS_PREFIX}{source}:{m}" for m in range(now - minutes + 1, now + 1)]
-        pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        requests = errors = 0
-        buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        for row in await pipe.execute():
-            fields = {k.decode(): int(v) for k, v in row.items()}
-            requests += fields.get("n", 0)
-            errors += fields.get("err", 0)
-            for index in range(len(buckets)):
-                buckets[index] += fields.get(f"b{index}", 0)
-        return requests, errors, buckets
-
-
-def percentile(buckets: Sequence[int], fraction: float) -> float:
-    """The upper bound of the bucket holding the given fraction of the counts (inf: beyond)."""
-    total = sum(buckets)
-    if total == 0:
-        return 0.0
-    rank = fraction * total
-    seen = 0
-    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
-        seen += count
-        if seen >= rank:
-            return bound
-    return float("inf")
 
 
 class HealthChecker:
@@ -283,8 +220,8 @@ class HealthChecker:
     async def queue(self) -> Check:
         """Jobs waiting in the queue, and how long the oldest has waited."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zcard(QUEUE_KEY)
-        pipe.zrange(QUEUE_KEY, 0, 0, withscores=True)
+        pipe.zcard(QUEUE_NAME)
+        pipe.zrange(QUEUE_NAME, 0, 0, withscores=True)
         depth, oldest = await pipe.execute()
         wait = max(0.0, self._clock() - oldest[0][1] / 1000.0) if oldest else 0.0
         limit = self.thresholds.queue_depth

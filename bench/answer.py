@@ -65,7 +65,7 @@ def seed_channel(fake: Any, guild_name: str) -> tuple[dict[str, Any], dict[str, 
 
 def app_env(fake: Any, signer: Any, data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of the bot's processes, talking to `fake` and signed by `signer`."""
-    from app.redis_server import free_port
+    from app.cli.redis_server import free_port
     from tests.fake_discord import DEFAULT_TOKEN
 
     return {
@@ -89,9 +89,9 @@ def app_env(fake: Any, signer: Any, data_dir: Path, **extra: str) -> dict[str, s
 def main(asks: int = 8) -> dict[str, float]:
     """Time `asks` /ask interactions; print a Markdown table and return the figures."""
     sys.path.insert(0, str(ROOT))
-    from app.foreground import sync
-    from app.jobs import time_snowflake
-    from app.redis_server import RedisServer
+    from app.cli.foreground import sync
+    from app.cli.redis_server import RedisServer
+    from app.discord.snowflakes import time_snowflake
     from app.settings import Settings
     from tests.fake_discord import FakeDiscord
     from tests.signing import Signer, command, encode

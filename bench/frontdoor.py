@@ -295,7 +295,7 @@ def _cold_start(rig: Rig) -> tuple[float, float]:
     """Median seconds from exec to our first 200 on /health, and the RSS (MB) then."""
     import psutil
 
-    from app.redis_server import free_port
+    from app.cli.redis_server import free_port
 
     health = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     times, rss = [], []
@@ -350,7 +350,7 @@ def _pings(rig: Rig, running: Running, bodies: Bodies) -> Path:
 
 def _launch(rig: Rig, server: Server, bodies: Bodies) -> Running:
     """Start a server, wait for its first PONG, note its RSS and how it answers a forgery."""
-    from app.redis_server import free_port
+    from app.cli.redis_server import free_port
 
     port = free_port()
     process = _start(server, {**rig.env, "PORT": str(port)}, rig.log)
@@ -481,7 +481,7 @@ def run(plan: Plan) -> dict[str, float]:
     """Run every measurement and return the figures: ours unprefixed, a peer's as `NAME.key`."""
     import redis
 
-    from app.redis_server import RedisServer
+    from app.cli.redis_server import RedisServer
 
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get update && apt-get install -y wrk (as root)")

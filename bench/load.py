@@ -123,7 +123,7 @@ def _children(parent: psutil.Process, timeout: float) -> dict[str, psutil.Proces
 def _payload(
     fake: Any, guild: dict[str, Any], channel: dict[str, Any], n: int, make: Callable[..., Any]
 ) -> dict[str, Any]:
-    from app.jobs import time_snowflake
+    from app.discord.snowflakes import time_snowflake
 
     payload: dict[str, Any] = make(
         "ask",
@@ -239,10 +239,10 @@ def _percentile(values: list[float], q: float) -> float:
 def main(count: int = 500, floods: int = 5) -> dict[str, float]:
     """Flood `python -m app run` with `count` /ask; print a Markdown table, return the figures."""
     sys.path.insert(0, str(ROOT))
-    from app.foreground import sync
-    from app.redis_server import free_port
+    from app.cli.foreground import sync
+    from app.cli.redis_server import free_port
+    from app.cli.supervisor import embedded_redis_socket
     from app.settings import Settings
-    from app.supervisor import embedded_redis_socket
     from tests.fake_discord import FakeDiscord
     from tests.signing import Signer, command
 

@@ -19,7 +19,7 @@ deferred response (type 5):
   waitress with its defaults except `threads`.
 
 - `floor`: not a peer but the least an endpoint on the required stack can do:
-  uvicorn set up as ours is (httptools, uvloop, app.http_protocol's coalesced
+  uvicorn set up as ours is (httptools, uvloop, app.web.protocol's coalesced
   writes and direct route), answering from the protocol as ours does, that
   checks the signature with pynacl, reads the type with orjson and answers.
   No replay check, no rate limit, no metrics, no Redis: what it serves per
@@ -230,7 +230,7 @@ def serve_floor(env: Mapping[str, str], direct: bool) -> None:
     """Serve the floor under uvicorn, configured as `python -m app web` is."""
     import uvicorn
 
-    from app.http_protocol import UVICORN_OPTIONS
+    from app.web.protocol import UVICORN_OPTIONS
 
     uvicorn.run(
         FloorApp(env["DISCORD_PUBLIC_KEY"], direct),

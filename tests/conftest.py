@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from app.redis_server import RedisServer
+from app.cli.redis_server import RedisServer
 
 pytest_plugins = ["tests.fake_discord"]
 

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.jobs import time_snowflake
+from app.discord.snowflakes import time_snowflake
 from tests.discord_spec import SpecViolation, discord_spec
 
 API_PREFIX: Final = "/api/v10"

@@ -11,8 +11,8 @@ from typing import Any
 
 import uvicorn
 
-from app.http_protocol import UVICORN_OPTIONS
-from app.redis_server import free_port
+from app.cli.redis_server import free_port
+from app.web.protocol import UVICORN_OPTIONS
 
 
 @asynccontextmanager

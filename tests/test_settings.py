@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import load_environment, main
+from app.cli.main import load_environment, main
 from app.errors import SettingsError
 from app.settings import DEFAULT_QUEUE_LIMIT, Settings
 
@@ -113,7 +113,7 @@ def test_env_example_documents_every_variable() -> None:
 
 
 def test_every_command_line_command_has_a_handler() -> None:
-    from app.cli import COMMANDS, build_parser
+    from app.cli.main import COMMANDS, build_parser
 
     parser = build_parser()
     choices = next(

@@ -18,40 +18,42 @@ from arq.worker import Worker, func
 from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
-from app.audit import AuditEntry
-from app.backup import BACKUP_JOB, INTEGRITY_JOB, VACUUM_JOB, check_integrity, snapshot, vacuum
-from app.delivery import RedisFollowupLedger, Reply
-from app.errors import BotError
+from app.commands.ask import answer_for_terminal
+from app.commands.delivery import RedisFollowupLedger, Reply
+from app.commands.handlers import HANDLERS
+from app.commands.resources import Resources, open_resources
+from app.errors import CommandError, UsageError
 from app.interactions.commands import is_ephemeral
 from app.interactions.invocation import InvalidInvocation, Invocation
 from app.jobs import (
+    BACKUP_JOB,
     HANDLE_INTERACTION,
+    HEARTBEAT_INTERVAL,
+    IN_PROGRESS_KEY_PREFIX,
+    INTEGRITY_JOB,
+    INTEGRITY_KEY,
     INTERACTION_TOKEN_LIFETIME,
+    LAST_SYNC_KEY,
     QUEUE_NAME,
     RUN_ASK,
     RUN_SYNC,
     SYNC_GUILDS,
+    VACUUM_JOB,
+    WORKER_REPORT_KEY,
 )
 from app.logs import interaction_id_var
-from app.metrics import WindowFlusher, WorkerMetrics, stop_task
+from app.ops.backup import snapshot
+from app.ops.upkeep import check_integrity, vacuum
+from app.ops.windows import MinuteWindow, WindowFlusher, stop_task
 from app.settings import Settings
-from health import (
-    HEARTBEAT_INTERVAL,
-    INTEGRITY_KEY,
-    WORKER_REPORT_KEY,
-    MinuteWindow,
-    disk_percent,
-)
-from workers.answers import answer_for_terminal
-from workers.handlers import HANDLERS
-from workers.resources import WorkerResources, open_resources
+from app.store.models import AuditEntry
+from health import disk_percent
+from workers.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
 # Leave the last moments of the token's life unused: a reply needs time to land.
 _TOKEN_MARGIN = 20.0
-_LAST_SYNC_KEY = "sync:last_started"
-_IN_PROGRESS = "arq:in-progress:"
 # A sync runs at most this long per job; the next run resumes from the stored cursors.
 SYNC_JOB_TIMEOUT = 3600
 T = TypeVar("T")
@@ -72,7 +74,7 @@ async def handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -
 
 
 async def _handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -> str:
-    resources: WorkerResources = ctx["resources"]
+    resources: Resources = ctx["resources"]
     metrics: WorkerMetrics = ctx["metrics"]
     clock: Callable[[], float] = ctx.get("clock", time.time)
     try:
@@ -96,7 +98,7 @@ async def _handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) 
             return outcome
         reply = Reply(
             resources.rest,
-            RedisFollowupLedger(resources.redis),
+            RedisFollowupLedger(ctx["redis"]),
             interaction_id=invocation.id,
             application_id=invocation.application_id,
             token=invocation.token,
@@ -122,7 +124,7 @@ async def _handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) 
 
 
 async def _audit(
-    resources: WorkerResources,
+    resources: Resources,
     metrics: WorkerMetrics,
     invocation: Invocation,
     outcome: str,
@@ -149,7 +151,7 @@ async def _audit(
 
 
 async def _dispatch(
-    resources: WorkerResources, invocation: Invocation, reply: Reply, job_try: int
+    resources: Resources, invocation: Invocation, reply: Reply, job_try: int
 ) -> str:
     handler = HANDLERS.get(invocation.command)
     if handler is None:
@@ -163,7 +165,8 @@ async def _dispatch(
     except Exception as exc:
         error_id = uuid.uuid4().hex[:8]
         logger.exception("/%s failed (error id %s)", invocation.command, error_id)
-        message = str(exc) if isinstance(exc, BotError) else "something went wrong on my side"
+        # Only a CommandError is written for the member; anything else may name internals.
+        message = str(exc) if isinstance(exc, CommandError) else "something went wrong on my side"
         try:
             await reply.send(f"Sorry, I couldn't answer that: {message}. (error id `{error_id}`)")
         except Exception:
@@ -173,17 +176,17 @@ async def _dispatch(
 
 async def sync_configured_guilds(ctx: dict[str, Any]) -> str:
     """The periodic sync of SYNC_GUILD_IDS; runs never overlap."""
-    resources: WorkerResources = ctx["resources"]
+    resources: Resources = ctx["resources"]
     settings = resources.settings
     if not settings.sync_guild_ids or settings.discord_bot_token is None:
         return "not configured"
     if resources.sync.running:
         return "skipped: a sync is running"
     now = ctx.get("clock", time.time)()
-    last = await resources.redis.get(_LAST_SYNC_KEY)
+    last = await ctx["redis"].get(LAST_SYNC_KEY)
     if last is not None and now - float(last) < settings.sync_interval:
         return "not due"
-    await resources.redis.set(_LAST_SYNC_KEY, str(now))
+    await ctx["redis"].set(LAST_SYNC_KEY, str(now))
     summary = await _timed(ctx, SYNC_GUILDS, resources.sync.sync_guilds(settings.sync_guild_ids))
     ctx["metrics"].synced(summary.new, summary.edited, summary.deleted)
     return summary.line()
@@ -191,7 +194,7 @@ async def sync_configured_guilds(ctx: dict[str, Any]) -> str:
 
 async def run_sync(ctx: dict[str, Any], guilds: list[str], channels: list[str]) -> str:
     """A sync asked for on the command line while this worker owns the state."""
-    resources: WorkerResources = ctx["resources"]
+    resources: Resources = ctx["resources"]
     metrics: WorkerMetrics = ctx["metrics"]
     lines = []
     if guilds:
@@ -207,12 +210,12 @@ async def run_sync(ctx: dict[str, Any], guilds: list[str], channels: list[str]) 
 
 async def backup_state(ctx: dict[str, Any], dest: str) -> str:
     """A backup asked for on the command line while this worker owns the state."""
-    resources: WorkerResources = ctx["resources"]
+    resources: Resources = ctx["resources"]
     waited = 0.0
     # A sync writes the database and the index together; copy them between syncs.
     while resources.sync.running:
         if waited >= BACKUP_WAIT:
-            raise BotError(f"a sync has been running for over {BACKUP_WAIT:.0f} s; try later")
+            raise UsageError(f"a sync has been running for over {BACKUP_WAIT:.0f} s; try later")
         await asyncio.sleep(1.0)
         waited += 1.0
     result = await _timed(
@@ -223,17 +226,17 @@ async def backup_state(ctx: dict[str, Any], dest: str) -> str:
 
 async def integrity_job(ctx: dict[str, Any]) -> str:
     """Daily: PRAGMA integrity_check and an index probe; the result goes to /health."""
-    resources: WorkerResources = ctx["resources"]
+    resources: Resources = ctx["resources"]
     result = await _timed(
         ctx, INTEGRITY_JOB, check_integrity(resources.state.store, resources.state.index)
     )
-    await resources.redis.set(INTEGRITY_KEY, json.dumps(result))
+    await ctx["redis"].set(INTEGRITY_KEY, json.dumps(result))
     return "ok" if result["ok"] else str(result["error"])
 
 
 async def vacuum_job(ctx: dict[str, Any]) -> str:
     """Weekly: VACUUM and ANALYZE the database."""
-    resources: WorkerResources = ctx["resources"]
+    resources: Resources = ctx["resources"]
     return await _timed(ctx, VACUUM_JOB, vacuum(resources.state.store))
 
 
@@ -254,18 +257,19 @@ async def run_ask(
     ctx: dict[str, Any], question: str, channel_id: str, scope: str, user_id: str | None
 ) -> str:
     """A question asked on the command line while this worker owns the state."""
-    resources: WorkerResources = ctx["resources"]
-    return await answer_for_terminal(
-        resources, resources.rest, question, channel_id, scope=scope, user_id=user_id
-    )
+    resources: Resources = ctx["resources"]
+    return await answer_for_terminal(resources, question, channel_id, scope=scope, user_id=user_id)
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     metrics: WorkerMetrics = ctx["metrics"]
+    redis: ArqRedis = ctx["redis"]
+    if settings.discord_bot_token is None:
+        logger.warning("DISCORD_BOT_TOKEN is not set: sync cannot run; replies still work")
     resources = await open_resources(
         settings,
-        ctx["redis"],
+        "worker",
         observer=metrics,
         on_generation=lambda g: metrics.generation_done(
             g.prompt_tokens, g.tokens, g.tokens_per_second
@@ -277,24 +281,24 @@ async def _startup(ctx: dict[str, Any]) -> None:
         # Holding the state lock proves no other worker runs, so jobs marked in progress
         # were left by a worker that died: release them now rather than when the marks
         # expire, or an answer killed mid-way would wait past its token's life.
-        stale = [key async for key in resources.redis.scan_iter(match=_IN_PROGRESS + "*")]
+        stale = [key async for key in redis.scan_iter(match=IN_PROGRESS_KEY_PREFIX + "*")]
         if stale:
-            await resources.redis.delete(*stale)
+            await redis.delete(*stale)
             logger.warning("re-queued %d jobs left in progress by a stopped worker", len(stale))
     flusher = WindowFlusher(
-        MinuteWindow(resources.redis),
+        MinuteWindow(redis),
         "jobs",
         lambda: metrics.interaction_snapshot(HANDLE_INTERACTION),
     )
     ctx["flusher"] = flusher
-    await _report(resources, metrics)
+    await _report(resources, redis, metrics)
     ctx["background"] = [
         asyncio.create_task(flusher.run()),
-        asyncio.create_task(_report_every(resources, metrics, HEARTBEAT_INTERVAL)),
+        asyncio.create_task(_report_every(resources, redis, metrics, HEARTBEAT_INTERVAL)),
     ]
 
 
-async def _report(resources: WorkerResources, metrics: WorkerMetrics) -> None:
+async def _report(resources: Resources, redis: ArqRedis, metrics: WorkerMetrics) -> None:
     """Write what /health needs from the worker: its database, its index and its disk."""
     started = time.perf_counter()
     try:
@@ -321,16 +325,16 @@ async def _report(resources: WorkerResources, metrics: WorkerMetrics) -> None:
         "index": index,
         "disk_percent": await asyncio.to_thread(disk_percent, resources.settings.data_dir),
     }
-    await resources.redis.set(WORKER_REPORT_KEY, json.dumps(report), ex=3 * HEARTBEAT_INTERVAL)
+    await redis.set(WORKER_REPORT_KEY, json.dumps(report), ex=3 * HEARTBEAT_INTERVAL)
 
 
 async def _report_every(
-    resources: WorkerResources, metrics: WorkerMetrics, interval: float
+    resources: Resources, redis: ArqRedis, metrics: WorkerMetrics, interval: float
 ) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await _report(resources, metrics)
+            await _report(resources, redis, metrics)
         except (RedisError, OSError) as exc:
             logger.warning("could not write the worker's health report: %s", exc)
 
@@ -344,7 +348,7 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
             await flusher.flush()
         except (RedisError, OSError) as exc:
             logger.warning("the last job counters were not written: %s", exc)
-    resources: WorkerResources | None = ctx.get("resources")
+    resources: Resources | None = ctx.get("resources")
     if resources is not None:
         await resources.close()
 
@@ -423,7 +427,7 @@ def build_worker(
 def run_worker(settings: Settings) -> int:
     """`python -m app worker`: run until SIGINT or SIGTERM."""
     if settings.redis_url is None:
-        raise BotError("REDIS_URL: the worker needs the queue's Redis URL")
+        raise UsageError("REDIS_URL: the worker needs the queue's Redis URL")
     redis = ArqRedis.from_url(settings.redis_url)
     metrics = WorkerMetrics(CollectorRegistry())
     server = None

@@ -51,12 +51,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from app.errors import BotError
-from app.jobs import HANDLE_INTERACTION, JOB_KEY_PREFIX, QUEUE_NAME, RESULT_KEY_PREFIX
+from app.jobs import (
+    HANDLE_INTERACTION,
+    JOB_KEY_PREFIX,
+    QUEUE_NAME,
+    RATE_KEY_PREFIX,
+    RESULT_KEY_PREFIX,
+)
 from app.settings import DEFAULT_QUEUE_LIMIT
 
 logger = logging.getLogger(__name__)
 
-RATE_KEY_PREFIX: Final = "frontdoor:rate:"
 RATE_WINDOW_MS: Final = 60_000
 # What ArqRedis.enqueue_job writes as the job's try number when given one.
 JOB_TRY: Final = 1

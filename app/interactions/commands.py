@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from app.discord.permissions import MANAGE_GUILD
+
 # Discord's enums, as numbers on the wire.
 CHAT_INPUT: Final = 1
 OPTION_STRING: Final = 3
 OPTION_INTEGER: Final = 4
 CONTEXT_GUILD: Final = 0
 INSTALL_GUILD: Final = 0
-MANAGE_GUILD: Final = 1 << 5
 
 ASK: Final = "ask"
 SEARCH: Final = "search"

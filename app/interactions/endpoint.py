@@ -8,13 +8,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
+from app.discord.permissions import MANAGE_GUILD
 from app.interactions import responses
 from app.interactions.admission import Admission, AdmissionUnavailable, Outcome
 from app.interactions.commands import COMMAND_NAMES, SYNC, is_ephemeral
 from app.interactions.invocation import InvalidInvocation, Invocation
 from app.interactions.models import (
     APPLICATION_COMMAND,
-    MANAGE_GUILD,
     PING,
     Interaction,
     MalformedInteraction,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.discord.snowflakes import snowflake_time
 from app.errors import BotError
 from app.interactions.models import SNOWFLAKE, option_values, parse_permissions
-from app.jobs import snowflake_time
 
 
 class InvalidInvocation(BotError):

@@ -8,14 +8,13 @@ from typing import Any, Final
 
 import orjson
 
+from app.discord.permissions import ADMINISTRATOR
 from app.errors import BotError
-from app.interactions.commands import COMMANDS, MANAGE_GUILD, OPTION_INTEGER, OPTION_STRING
+from app.interactions.commands import COMMANDS, OPTION_INTEGER, OPTION_STRING
 
 # Discord's interaction types.
 PING: Final = 1
 APPLICATION_COMMAND: Final = 2
-
-ADMINISTRATOR: Final = 1 << 3
 
 # Discord ids are unsigned 64-bit integers sent as decimal strings.
 SNOWFLAKE: Final = re.compile(r"[0-9]{1,20}")
@@ -27,7 +26,7 @@ MAX_DEPTH: Final = 32
 # Names echoed back in a reply are cut to Discord's longest command or option name.
 NAME_SHOWN_MAX: Final = 32
 
-__all__ = ["ADMINISTRATOR", "APPLICATION_COMMAND", "MANAGE_GUILD", "PING", "Interaction"]
+__all__ = ["APPLICATION_COMMAND", "PING", "Interaction"]
 
 
 class MalformedInteraction(BotError):

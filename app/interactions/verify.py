@@ -8,7 +8,7 @@ from nacl.bindings import crypto_sign_BYTES, crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from app.errors import BotError
+from app.errors import BotError, SettingsError
 
 _SIGNATURE_HEX_LENGTH = 128
 
@@ -28,7 +28,7 @@ class SignatureVerifier:
         try:
             self._key = bytes(VerifyKey(bytes.fromhex(public_key_hex)))
         except (ValueError, TypeError) as exc:
-            raise BotError(f"DISCORD_PUBLIC_KEY: not a valid Ed25519 key ({exc})") from None
+            raise SettingsError(f"DISCORD_PUBLIC_KEY: not a valid Ed25519 key ({exc})") from None
         self.max_age = max_age
         self.clock = clock
 

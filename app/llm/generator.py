@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from app.errors import BotError
+from app.llm.model_file import ModelError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -163,7 +164,7 @@ class Generator:
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
-            raise BotError(f"cannot load the model {self.model_path}: {exc}") from exc
+            raise ModelError(f"cannot load the model {self.model_path}: {exc}") from exc
         template = self._template_override or llama.metadata.get("tokenizer.chat_template")
         self._trim_heap = heap_trimmer()
         self._frame = prompt_frame(llama, template)
@@ -237,7 +238,7 @@ class Generator:
         )
         free = llama.n_ctx() - len(run.tokens)
         if free < 1:
-            raise BotError(
+            raise ModelError(
                 f"the prompt has {len(run.tokens)} tokens; the context is {free + len(run.tokens)}"
             )
         run.max_tokens = max(0, min(max_tokens, free))
@@ -308,7 +309,7 @@ class Generator:
 
     def _model(self) -> Llama:
         if self._llama is None:
-            raise BotError("the model is not loaded; call Generator.load() first")
+            raise ModelError("the model is not loaded; call Generator.load() first")
         return self._llama
 
 
@@ -339,7 +340,7 @@ def prompt_frame(llama: Llama, template: str | None) -> PromptFrame:
     )
     rendered = formatter(messages=[{"role": "user", "content": _SENTINEL}]).prompt
     if rendered.count(_SENTINEL) != 1:
-        raise BotError("the model's chat template does not show the user's message exactly once")
+        raise ModelError("the model's chat template does not show the user's message exactly once")
     before, after = rendered.split(_SENTINEL)
     prefix = llama.tokenize(before.encode("utf-8"), add_bos=False, special=True)
     if wants_bos and prefix[:1] != [bos]:

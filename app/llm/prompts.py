@@ -27,6 +27,11 @@ from datetime import UTC, datetime
 
 from app.errors import BotError
 
+
+class PromptError(BotError):
+    """The messages cannot be fitted into a prompt for this model's context window."""
+
+
 TokenCounter = Callable[[str], int]
 """Tokens the model would be fed for this prompt text (special tokens and template included)."""
 
@@ -203,7 +208,7 @@ async def map_reduce_summary(
 ) -> Summary:
     """Summarise messages of any length: part by part when needed, then the summaries."""
     if not quotes:
-        raise BotError("there are no messages to summarise")
+        raise PromptError("there are no messages to summarise")
     prompts = summary_prompts(quotes, count_tokens=count_tokens, n_ctx=n_ctx, max_tokens=max_tokens)
     summaries = [(await complete(p)).strip() for p in prompts]
     calls = len(prompts)
@@ -212,7 +217,7 @@ async def map_reduce_summary(
             summaries, count_tokens=count_tokens, n_ctx=n_ctx, max_tokens=max_tokens
         )
         if len(prompts) >= len(summaries):
-            raise BotError("the context window is too small to combine the partial summaries")
+            raise PromptError("the context window is too small to combine the partial summaries")
         summaries = [(await complete(p)).strip() for p in prompts]
         calls += len(prompts)
     return Summary(text=summaries[0], calls=calls)
@@ -220,7 +225,7 @@ async def map_reduce_summary(
 
 def _budget(n_ctx: int, max_tokens: int) -> int:
     if max_tokens < 1 or max_tokens >= n_ctx:
-        raise BotError(f"max_tokens must be between 1 and the context size ({n_ctx}) minus one")
+        raise PromptError(f"max_tokens must be between 1 and the context size ({n_ctx}) minus one")
     return n_ctx - max_tokens
 
 
@@ -235,7 +240,7 @@ def _fit_prefix(
     """How many of `lines`, from the first, fit between head and tail within budget."""
     used = count_tokens(head + tail)
     if used > budget:
-        raise BotError(f"the context window ({budget} tokens for the prompt) is too small")
+        raise PromptError(f"the context window ({budget} tokens for the prompt) is too small")
     # Token counts are nearly additive line by line (every line ends in a newline); the exact
     # count of the assembled prompt below settles the rest.
     overhead = count_tokens("")
@@ -271,7 +276,7 @@ def _parts(
         text = head + "".join(rest[:kept]) + tail
         tokens = count_tokens(text)
         if tokens > budget:
-            raise BotError(f"the context window ({budget} tokens for the prompt) is too small")
+            raise PromptError(f"the context window ({budget} tokens for the prompt) is too small")
         prompts.append(Prompt(text=text, tokens=tokens, max_tokens=max_tokens, stop=SUMMARY_STOP))
         del rest[:kept]
     return prompts

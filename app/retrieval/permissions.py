@@ -42,6 +42,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from app.discord.permissions import (
+    ADMINISTRATOR,
+    ALL_PERMISSIONS,
+    MANAGE_THREADS,
+    READ_ACCESS,
+    VIEW_CHANNEL,
+)
 from app.store.db import Store
 from app.store.models import (
     ANNOUNCEMENT_THREAD,
@@ -55,13 +62,6 @@ from app.store.models import (
 
 logger = logging.getLogger(__name__)
 
-ADMINISTRATOR = 1 << 3
-VIEW_CHANNEL = 1 << 10
-READ_MESSAGE_HISTORY = 1 << 16
-MANAGE_THREADS = 1 << 34
-# Every bit Discord defines lies below 1 << 64; the owner and administrators hold them all.
-ALL_PERMISSIONS = (1 << 64) - 1
-READ_ACCESS = VIEW_CHANNEL | READ_MESSAGE_HISTORY
 
 # Overwrite types.
 ROLE_OVERWRITE = 0

@@ -1,4 +1,8 @@
-"""The store's values (messages, channels, roles) and their parsers from Discord payloads.
+"""The store's values: messages, channels, roles, sync state and audit entries.
+
+These are plain frozen dataclasses with no knowledge of SQL or of Discord's payloads: the
+`app.store` query modules map them to rows, and `app.discord.payloads` and
+`app.discord.exporter` build them from what Discord or an export says.
 
 What gets embedded for a message is `StoredMessage.index_text`: the message content, or, when
 the content is empty or blank (an image post, a link preview, a bot's embed), one line per
@@ -10,11 +14,10 @@ unchanged is never embedded again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 # Discord channel types (https://discord.com/developers/docs/resources/channel#channel-object).
 GUILD_TEXT = 0
@@ -26,7 +29,7 @@ PRIVATE_THREAD = 12
 GUILD_FORUM = 15
 THREAD_TYPES = frozenset({ANNOUNCEMENT_THREAD, PUBLIC_THREAD, PRIVATE_THREAD})
 
-# Discord message types used by the parsers; every other type is kept as its number.
+# Discord message types the parsers tell apart; every other type is kept as its number.
 MESSAGE_DEFAULT = 0
 MESSAGE_REPLY = 19
 
@@ -189,6 +192,21 @@ class Stats:
     top_authors: tuple[AuthorCount, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who ran which command where, when, how it ended and how long the user waited."""
+
+    interaction_id: str
+    at: datetime
+    guild_id: str | None
+    channel_id: str
+    user_id: str
+    command: str
+    outcome: str
+    # From the interaction's creation at Discord until the answer was sent.
+    latency_ms: int
+
+
 def parse_time(value: str) -> datetime:
     """An ISO 8601 time from Discord or an export, as an aware UTC datetime."""
     parsed = datetime.fromisoformat(value)
@@ -202,82 +220,3 @@ def format_time(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def message_from_discord(payload: Mapping[str, Any], guild_id: str | None) -> StoredMessage:
-    """A message object from Discord REST (`GET /channels/{id}/messages`)."""
-    author = payload.get("author") or {}
-    reference = payload.get("message_reference") or {}
-    edited = payload.get("edited_timestamp")
-    message_type = int(payload.get("type", MESSAGE_DEFAULT))
-    reply_to = reference.get("message_id") if message_type == MESSAGE_REPLY else None
-    return StoredMessage(
-        id=int(payload["id"]),
-        channel_id=str(payload["channel_id"]),
-        guild_id=guild_id if guild_id is not None else _opt_str(payload.get("guild_id")),
-        author_id=str(author["id"]),
-        author_name=str(author.get("global_name") or author.get("username") or ""),
-        author_is_bot=bool(author.get("bot", False)),
-        content=str(payload.get("content") or ""),
-        timestamp=parse_time(payload["timestamp"]),
-        edited=edited is not None,
-        edited_at=parse_time(edited) if edited else None,
-        message_type=message_type,
-        reply_to_id=int(reply_to) if reply_to else None,
-        attachments=tuple(
-            Attachment(
-                id=str(a["id"]),
-                filename=str(a.get("filename", "")),
-                url=str(a.get("url", "")),
-                content_type=_opt_str(a.get("content_type")),
-                size=int(a.get("size", 0)),
-            )
-            for a in payload.get("attachments") or ()
-        ),
-        embeds=tuple(embed_from_payload(e) for e in payload.get("embeds") or ()),
-    )
-
-
-def embed_from_payload(payload: Mapping[str, Any]) -> Embed:
-    """The searchable fields of an embed (REST and export share these names)."""
-    return Embed(
-        title=str(payload.get("title") or ""),
-        description=str(payload.get("description") or ""),
-        url=_opt_str(payload.get("url")),
-    )
-
-
-def channel_from_discord(payload: Mapping[str, Any]) -> ChannelRecord:
-    """A channel or thread object from Discord REST."""
-    return ChannelRecord(
-        id=str(payload["id"]),
-        guild_id=_opt_str(payload.get("guild_id")),
-        name=str(payload.get("name") or ""),
-        type=int(payload.get("type", GUILD_TEXT)),
-        parent_id=_opt_str(payload.get("parent_id")),
-        position=int(payload.get("position") or 0),
-        permission_overwrites=tuple(
-            PermissionOverwrite(
-                id=str(o["id"]),
-                type=int(o["type"]),
-                allow=int(o.get("allow") or 0),
-                deny=int(o.get("deny") or 0),
-            )
-            for o in payload.get("permission_overwrites") or ()
-        ),
-    )
-
-
-def role_from_discord(payload: Mapping[str, Any], guild_id: str) -> RoleRecord:
-    """A role object from Discord REST (`GET /guilds/{id}/roles`)."""
-    return RoleRecord(
-        id=str(payload["id"]),
-        guild_id=guild_id,
-        name=str(payload.get("name") or ""),
-        permissions=int(payload.get("permissions") or 0),
-        position=int(payload.get("position") or 0),
-    )
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)

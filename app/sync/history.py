@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.discord.errors import DiscordForbidden, DiscordNotFound
-from app.jobs import time_snowflake
+from app.discord.payloads import message_from_discord
+from app.discord.snowflakes import time_snowflake
 from app.store.db import Store
 from app.store.models import (
     MESSAGE_DEFAULT,
@@ -32,7 +33,6 @@ from app.store.models import (
     ChannelRecord,
     PageResult,
     StoredMessage,
-    message_from_discord,
 )
 
 logger = logging.getLogger(__name__)

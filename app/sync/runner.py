@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.discord.errors import DiscordForbidden, DiscordNotFound
+from app.discord.payloads import channel_from_discord, role_from_discord
 from app.discord.rest import DiscordRest
 from app.store.db import Store
-from app.store.models import ChannelRecord, channel_from_discord, role_from_discord
+from app.store.models import ChannelRecord
 from app.sync.history import ChannelResult, HistorySync
 from app.sync.indexer import Indexer
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from app.foreground import sync
+from app.cli.foreground import sync
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.workers.conftest import worker_settings
 

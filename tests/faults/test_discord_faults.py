@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from app.delivery import (
+from app.commands.delivery import (
     MESSAGE_LIMIT,
     PART_MISSING_NOTE,
     RedisFollowupLedger,

@@ -29,7 +29,8 @@ from app.retrieval.index import (
     VectorIndexError,
     open_chroma,
 )
-from app.store.db import SQLiteConnection, Store, StoreFullError
+from app.store.db import SQLiteConnection, Store
+from app.store.errors import StoreFullError
 from app.store.models import IndexState
 from app.sync.indexer import Indexer
 from app.sync.runner import SyncRunner

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from app.discord.payloads import channel_from_discord
 from app.discord.rest import DiscordRest
 from app.store.db import Store
-from app.store.models import channel_from_discord
 from app.sync.history import HistorySync
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
 
@@ -27,9 +27,9 @@ ROUTE = "GET /channels/{channel_id}/messages"
 CHILD = textwrap.dedent(
     """
     import asyncio, json, sys
+    from app.discord.payloads import channel_from_discord
     from app.discord.rest import DiscordRest
     from app.store.db import Store
-    from app.store.models import channel_from_discord
     from app.sync.history import HistorySync
 
     async def main(api, token, db, channel, bot):

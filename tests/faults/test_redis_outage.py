@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.cli.redis_server import RedisServer
 from app.interactions.responses import UNAVAILABLE_TEXT
-from app.redis_server import RedisServer
-from app.web import create_app
+from app.web.application import create_app
 from tests.fake_discord import EPHEMERAL, FakeDiscord
 from tests.faults.conftest import History, webhook_requests
 from tests.signing import Signer, encode

@@ -27,7 +27,7 @@ from app.interactions.invocation import Invocation
 from app.interactions.models import OptionChecker
 from app.jobs import JOB_KEY_PREFIX, QUEUE_NAME
 from app.settings import DEFAULT_QUEUE_LIMIT, Settings
-from app.web import MAX_BODY_BYTES, create_app
+from app.web.application import MAX_BODY_BYTES, create_app
 from tests.interactions.test_endpoint import EPHEMERAL, message, queued
 from tests.signing import Signer, command, encode
 

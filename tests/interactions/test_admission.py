@@ -13,14 +13,19 @@ from arq.constants import expires_extra_ms
 from arq.jobs import Job, deserialize_job_raw
 from arq.worker import Worker
 
+from app.cli.redis_server import RedisServer
 from app.interactions.admission import (
-    RATE_KEY_PREFIX,
     Admission,
     AdmissionUnavailable,
     Outcome,
 )
-from app.jobs import HANDLE_INTERACTION, JOB_KEY_PREFIX, QUEUE_NAME, RESULT_KEY_PREFIX
-from app.redis_server import RedisServer
+from app.jobs import (
+    HANDLE_INTERACTION,
+    JOB_KEY_PREFIX,
+    QUEUE_NAME,
+    RATE_KEY_PREFIX,
+    RESULT_KEY_PREFIX,
+)
 from tests.signing import command
 
 

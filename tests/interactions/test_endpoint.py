@@ -14,15 +14,15 @@ import redis
 import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
+from app.cli.redis_server import RedisServer
+from app.discord.permissions import ADMINISTRATOR, MANAGE_GUILD
 from app.interactions.admission import Admission
 from app.interactions.commands import ASK, SEARCH, STATS, SUMMARIZE, SYNC
 from app.interactions.endpoint import InteractionEndpoint
-from app.interactions.models import ADMINISTRATOR, MANAGE_GUILD
 from app.interactions.verify import SignatureVerifier
 from app.jobs import HANDLE_INTERACTION, JOB_KEY_PREFIX, QUEUE_NAME
-from app.redis_server import RedisServer
 from app.settings import Settings
-from app.web import create_app
+from app.web.application import create_app
 from tests.discord_spec import signed_interaction_vector
 from tests.serving import serving_in_thread
 from tests.signing import Signer, command, encode

@@ -4,9 +4,8 @@ from typing import Any
 
 import pytest
 
+from app.discord.permissions import ADMINISTRATOR, MANAGE_GUILD
 from app.interactions.models import (
-    ADMINISTRATOR,
-    MANAGE_GUILD,
     MalformedInteraction,
     OptionChecker,
     parse_interaction,

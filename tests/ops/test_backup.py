@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from app.backup import BackupError, restore
-from app.foreground import import_export
+from app.cli.foreground import import_export
+from app.discord.exporter import parse_export
+from app.ops.backup import BackupError, restore
 from app.settings import Settings
 from app.state import State
-from app.store.exporter import parse_export
 from app.store.lock import StateLock
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from app.cli import COMMANDS, build_parser
+from app.cli.main import COMMANDS, build_parser
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,15 +15,15 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from app.audit import read_audit
+from app.jobs import WORKER_REPORT_KEY
 from app.logs import configure_logging
-from app.metrics import WorkerMetrics
+from app.ops.audit import read_audit
 from app.settings import Settings
-from app.web import create_app
-from health import WORKER_REPORT_KEY
+from app.web.application import create_app
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
 from tests.signing import Signer, encode
 from tests.workers.conftest import PLANTED, delivered, interaction, run_worker
+from workers.metrics import WorkerMetrics
 
 
 @pytest.fixture

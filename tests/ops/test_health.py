@@ -12,20 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
-from app.redis_server import RedisServer
+from app.cli.redis_server import RedisServer
+from app.jobs import HEARTBEAT_INTERVAL, HEARTBEAT_KEY, INTEGRITY_KEY, QUEUE_NAME, WORKER_REPORT_KEY
+from app.ops.windows import MinuteWindow, percentile
 from app.settings import Settings
-from app.web import create_app
-from health import (
-    HEARTBEAT_INTERVAL,
-    HEARTBEAT_KEY,
-    INTEGRITY_KEY,
-    QUEUE_KEY,
-    WORKER_REPORT_KEY,
-    HealthChecker,
-    MinuteWindow,
-    Thresholds,
-    percentile,
-)
+from app.web.application import create_app
+from health import HealthChecker, Thresholds
 
 
 def checker(
@@ -151,7 +143,7 @@ async def test_a_deep_queue_is_reported(redis_url: str, tmp_path: Path) -> None:
     await healthy_worker(redis_url)
     client = aioredis.Redis.from_url(redis_url)
     now_ms = time.time() * 1000
-    await client.zadd(QUEUE_KEY, {f"job{i}": now_ms - 30_000 for i in range(4)})
+    await client.zadd(QUEUE_NAME, {f"job{i}": now_ms - 30_000 for i in range(4)})
     await client.aclose()
     _, body = get(redis_url, checker(tmp_path, queue_depth=3), "/health")
     assert body["failing"] == ["queue"]

@@ -11,17 +11,13 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import (
-    RESPONSE_BUCKETS,
-    LoopCounter,
-    LoopHistogram,
-    WorkerMetrics,
-    histogram_counts,
-)
+from app.jobs import STATS_KEY_PREFIX
+from app.ops.windows import MinuteWindow, histogram_counts
 from app.settings import Settings
-from app.web import create_app
-from health import STATS_PREFIX, MinuteWindow
+from app.web.application import create_app
+from app.web.metrics import RESPONSE_BUCKETS, LoopCounter, LoopHistogram
 from tests.signing import Signer, command, encode
+from workers.metrics import WorkerMetrics
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -72,7 +68,7 @@ async def test_front_door_requests_are_counted(
     # The lifespan's last flush wrote the minute's totals for /health.
     client = aioredis.Redis.from_url(redis_url)
     requests, errors, buckets = await MinuteWindow(client).totals("web", 2)
-    keys = [k async for k in client.scan_iter(match=STATS_PREFIX + "web:*")]
+    keys = [k async for k in client.scan_iter(match=STATS_KEY_PREFIX + "web:*")]
     await client.aclose()
     assert keys
     assert (requests, errors, sum(buckets)) == (5, 0, 5)
@@ -112,7 +108,7 @@ async def test_minute_window_expires_and_sums(redis_url: str) -> None:
     await window.add("web", 2, 1, [2] + [0] * 12, now)
     await window.add("web", 3, 0, [0, 3] + [0] * 11, now)
     assert await window.totals("web", 1) == (5, 1, [2, 3] + [0] * 11)
-    key = f"{STATS_PREFIX}web:{int(now // 60)}"
+    key = f"{STATS_KEY_PREFIX}web:{int(now // 60)}"
     assert 0 < await client.ttl(key) <= 900
     await client.aclose()
 

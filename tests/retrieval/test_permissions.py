@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from app.retrieval.permissions import (
+from app.discord.permissions import (
     ADMINISTRATOR,
     ALL_PERMISSIONS,
     MANAGE_THREADS,
     READ_ACCESS,
     READ_MESSAGE_HISTORY,
     VIEW_CHANNEL,
+)
+from app.retrieval.permissions import (
     Member,
     PermissionScope,
     Viewer,

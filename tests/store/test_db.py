@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.jobs import snowflake_time, time_snowflake
+from app.discord.snowflakes import snowflake_time, time_snowflake
 from app.store.db import Store
 from app.store.models import (
     PUBLIC_THREAD,

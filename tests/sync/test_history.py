@@ -5,9 +5,10 @@ from typing import Any
 import pytest
 
 from app.discord.errors import DiscordUnauthorized
+from app.discord.payloads import channel_from_discord
 from app.discord.rest import DiscordRest
 from app.store.db import Store
-from app.store.models import ChannelAccess, ChannelRecord, channel_from_discord
+from app.store.models import ChannelAccess, ChannelRecord
 from app.sync.history import HistorySync
 from tests.fake_discord import HISTORY_START, FakeDiscord
 

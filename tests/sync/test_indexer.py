@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from app.jobs import snowflake_time, time_snowflake
+from app.discord.snowflakes import snowflake_time, time_snowflake
 from app.retrieval.embedder import Vectors
 from app.retrieval.index import IndexItem, VectorIndexError
 from app.store.db import Store

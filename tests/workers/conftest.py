@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from app.foreground import sync
-from app.jobs import HANDLE_INTERACTION, QUEUE_NAME, time_snowflake
+from app.cli.foreground import sync
+from app.discord.snowflakes import time_snowflake
+from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
 from app.settings import Settings
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
 from tests.signing import command

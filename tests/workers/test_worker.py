@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import logging
+import re
 import time
 from typing import Any
+
+import pytest
 
 from app.settings import Settings
 from app.store.db import Store
@@ -63,16 +67,41 @@ async def test_expired_interactions_are_dropped_without_a_reply(
 
 
 async def test_a_failing_command_tells_the_user_with_an_error_id(
-    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
+    fake_discord: FakeDiscord,
+    guild: dict[str, Any],
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     channel = fake_discord.add_channel(guild["id"], "general")
     # The sync reads the channel with the bot token; a refused token fails the command.
     fake_discord.token = "another-token-entirely-0000000000"
     sync = interaction(fake_discord, "sync", guild_id=guild["id"], channel_id=channel["id"])
-    assert (await run_worker(settings, [sync]))[sync["id"]] == "error"
+    with caplog.at_level(logging.ERROR, logger="workers.worker"):
+        assert (await run_worker(settings, [sync]))[sync["id"]] == "error"
     text = shown_text(fake_discord, sync)
-    assert text.startswith("Sorry, I couldn't answer that: the bot token was refused")
-    assert "error id `" in text
+    # The owner's problem is not the member's: they get a short message and an id...
+    assert text.startswith("Sorry, I couldn't answer that: something went wrong on my side")
+    assert "token" not in text
+    error_id = re.search(r"error id `([0-9a-f]{8})`", text)
+    assert error_id is not None
+    # ...and the log under that id says what went wrong, in full.
+    logged = [r for r in caplog.records if error_id.group(1) in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+    assert "bot token was refused" in str(logged[0].exc_info[1])
+
+
+async def test_a_command_error_is_shown_to_the_member(
+    fake_discord: FakeDiscord, guild: dict[str, Any], settings: Settings
+) -> None:
+    channel = fake_discord.add_channel(guild["id"], "general")
+    # A command used outside a server: the handler says so in words meant for the member.
+    ask = interaction(
+        fake_discord, "ask", {"question": "who?"}, guild_id=guild["id"], channel_id=channel["id"]
+    )
+    del ask["guild_id"]
+    assert (await run_worker(settings, [ask]))[ask["id"]] == "error"
+    text = shown_text(fake_discord, ask)
+    assert "this command works in a server's channels only" in text
 
 
 async def test_unknown_command_is_answered(

@@ -1,0 +1,8 @@
+"""The slash commands as the worker answers them: one module per command.
+
+`handlers.HANDLERS` maps a command's name to its handler; every handler takes
+the `Resources` (opened by `resources.open_resources`, the same for the worker
+and the command line), the parsed `Invocation` and a `Responder` that delivers
+to Discord (`delivery.Reply`) or collects the text for a terminal. `scope`
+holds what the history commands share: the channels a member may read.
+"""

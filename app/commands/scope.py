@@ -1,0 +1,69 @@
+"""What every history command shares: the channels the member may read, and quoting.
+
+Every command first decides which channels the invoking member may read
+(`PermissionScope`), and nothing outside that set is ever retrieved, quoted or
+linked. Links to sources come from the retrieved rows, never from the model's
+text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.commands.resources import Resources
+from app.errors import CommandError
+from app.interactions.invocation import Invocation
+from app.llm.prompts import Quote
+from app.retrieval.permissions import PermissionScope, Viewer
+from app.store.models import ChannelAccess, StoredMessage
+
+NOTHING_SYNCED = (
+    "I have no history for this channel yet. Someone with Manage Server can run `/sync` here, "
+    "or the owner can add this server to SYNC_GUILD_IDS."
+)
+
+
+async def permitted_channels(resources: Resources, invocation: Invocation) -> set[str]:
+    """The channels this member may read for this command's scope."""
+    if invocation.guild_id is None:
+        raise CommandError("this command works in a server's channels only")
+    viewer = Viewer(
+        guild_id=invocation.guild_id,
+        user_id=invocation.user_id,
+        role_ids=frozenset(invocation.member_roles),
+        channel_id=invocation.channel_id,
+        channel_permissions=invocation.permissions,
+    )
+    scope = PermissionScope(resources.state.store)
+    if invocation.options.get("scope") != "server":
+        return await scope.channel_scope(viewer)
+    visible = await scope.visible_channels(viewer)
+    # A channel known only from an import carries no permission overwrites yet: it is
+    # shown beyond its own channel only once a sync has read its real permissions.
+    confirmed = await resources.state.store.channels_with_access(
+        invocation.guild_id, ChannelAccess.OK
+    )
+    return {c for c in visible if c in confirmed or c == invocation.channel_id}
+
+
+async def quotes(resources: Resources, messages: Sequence[StoredMessage]) -> list[Quote]:
+    """The messages as the model is shown them: author, channel name, time and text."""
+    names: dict[str, str] = {}
+    for channel_id in {m.channel_id for m in messages}:
+        channel = await resources.state.store.get_channel(channel_id)
+        names[channel_id] = channel.name if channel else channel_id
+    return [
+        Quote(
+            author=m.author_name or m.author_id,
+            channel=names[m.channel_id],
+            timestamp=m.timestamp,
+            text=m.index_text,
+        )
+        for m in messages
+    ]
+
+
+def snippet(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
