@@ -21,6 +21,7 @@ from app.jobs import BACKUP_JOB, RUN_ASK, RUN_SYNC
 from app.ops.backup import snapshot
 from app.settings import Settings
 from app.state import State
+from app.store.lexical import rebuild_lexical
 from app.store.lock import StateLock
 from app.store.models import ChannelAccess
 from app.sync.runner import SyncSummary
@@ -148,11 +149,13 @@ async def import_export(settings: Settings, path: Path) -> str:
 
 
 async def reindex(settings: Settings) -> str:
-    """Rebuild the vector index from the store, the source of truth."""
+    """Rebuild the vector and the lexical index from the store, the source of truth."""
     started = time.monotonic()
     state = await State.open(settings, "reindex command", discard_damaged_index=True)
     progress = Progress("reindexing")
     try:
+        async with state.store.database.transaction():
+            await rebuild_lexical(state.store.database)
         await state.index.areset()
         await state.store.reset_index_state()
         counts = await state.indexer.drain(progress.advance)

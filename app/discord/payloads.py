@@ -52,6 +52,7 @@ def message_from_discord(payload: Mapping[str, Any], guild_id: str | None) -> St
                 url=str(a.get("url", "")),
                 content_type=_opt_str(a.get("content_type")),
                 size=int(a.get("size", 0)),
+                description=str(a.get("description") or ""),
             )
             for a in payload.get("attachments") or ()
         ),

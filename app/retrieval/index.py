@@ -238,6 +238,28 @@ class MessageIndex:
             self._skips.remember(permitted)
         return self._filtered(vector, permitted, k)
 
+    def encode(self, text: str) -> Vectors:
+        """The query vector of `text` (blocking)."""
+        return self._vector(text)
+
+    def similarities(self, vector: Vectors, ids: Sequence[int]) -> dict[int, float]:
+        """Cosine similarity of `vector` to each of these messages that has a vector."""
+        if not ids:
+            return {}
+        scores: dict[int, float] = {}
+        for start in range(0, len(ids), 1000):
+            batch = [str(i) for i in ids[start : start + 1000]]
+            with _translated("read vectors"):
+                got = self._collection.get(ids=batch, include=["embeddings"])
+            embeddings = got["embeddings"]
+            if embeddings is None or not len(got["ids"]):
+                continue
+            matrix = np.asarray(embeddings, dtype=np.float32).reshape(len(got["ids"]), -1)
+            # The embedder's vectors are normalised: the dot product is the cosine.
+            for message_id, score in zip(got["ids"], matrix @ vector, strict=True):
+                scores[int(message_id)] = float(score)
+        return scores
+
     def _filtered(self, vector: Vectors, permitted: frozenset[str], k: int) -> list[Hit]:
         """Exact search over the permitted channels' own vectors, or Chroma's filter if large."""
         scanned = self._vectors.search(vector, permitted, k)

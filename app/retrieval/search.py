@@ -1,17 +1,63 @@
-"""Retrieval for answers: ranked hits in the permitted channels, widened into conversations."""
+"""Retrieval: the messages that answer a query, only in the channels a member may read.
+
+Hybrid search (see `app.retrieval.fusion` for the measurements behind it): the
+question's words go to the lexical index (BM25 in the database, filtered by
+channel in SQL), its meaning to the vector index (MiniLM in Chroma, filtered by
+channel before anything is returned); the top 100 of each are scored on both,
+smoothed with their neighbours and fused. A member named in the question and a
+period it names ("last week", "in May 2023") boost what they point at;
+`/search`'s author, channel, after and before options filter instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from app.discord.snowflakes import time_snowflake
+from app.retrieval.fusion import Candidate, Evidence, fuse
 from app.retrieval.index import MessageIndex
+from app.retrieval.query import named, period_in, terms, without_names
 from app.store.db import Store
 from app.store.models import StoredMessage
 
-# Cosine similarity below which a hit is noise for all-MiniLM-L6-v2 on chat text.
-SIMILARITY_FLOOR = 0.25
+# Candidates taken from each source before fusion.
+CANDIDATES = 100
+# With a filter, more dense candidates are read, since the filter drops some.
+FILTERED_CANDIDATES = 400
+# A channel's authors are re-read at most this often.
+_AUTHORS_TTL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What `/search`'s options narrow the search to; empty means no narrowing."""
+
+    author_ids: frozenset[str] = frozenset()
+    after: datetime | None = None
+    before: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.author_ids) or self.after is not None or self.before is not None
+
+    def admits(self, message: StoredMessage) -> bool:
+        """Whether a message passes every filter."""
+        if self.author_ids and message.author_id not in self.author_ids:
+            return False
+        if self.after is not None and message.timestamp < self.after:
+            return False
+        return self.before is None or message.timestamp < self.before
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One message found, with its fused score (comparable within one search)."""
+
+    message: StoredMessage
+    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +65,14 @@ class Passage:
     """One hit and the messages around it, in time order."""
 
     hit: StoredMessage
-    similarity: float
+    score: float
     messages: tuple[StoredMessage, ...]
+
+
+@dataclass(slots=True)
+class _Authors:
+    names: dict[str, str] = field(default_factory=dict)
+    read_at: float = 0.0
 
 
 class Retriever:
@@ -31,39 +83,82 @@ class Retriever:
         store: Store,
         index: MessageIndex,
         *,
-        floor: float = SIMILARITY_FLOOR,
-        before: int = 2,
-        after: int = 2,
+        before: int = 1,
+        after: int = 1,
         on_search: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._index = index
         # Told the seconds each search took (the worker's metrics).
         self._on_search = on_search
-        self._floor = floor
         self._before = before
         self._after = after
+        self._clock = clock
+        self._authors: dict[frozenset[str], _Authors] = {}
 
-    async def hits(
-        self, query: str, channel_ids: Collection[str], k: int
-    ) -> list[tuple[StoredMessage, float]]:
-        """The k best live messages above the floor, best first."""
-        if not channel_ids or k <= 0:
+    async def search(
+        self,
+        query: str,
+        channel_ids: Collection[str],
+        k: int,
+        *,
+        filters: Filters | None = None,
+        now: datetime | None = None,
+    ) -> list[Result]:
+        """The k best live messages for `query` in the channels, best first."""
+        if not channel_ids or k <= 0 or not query.strip():
             return []
         started = time.perf_counter()
-        found = await self._index.aquery(query, channel_ids=sorted(channel_ids), k=k)
-        kept = [h for h in found if h.similarity >= self._floor and h.channel_id in channel_ids]
-        # The index may lag the store by a moment: only live rows count.
-        live = {m.id: m for m in await self._store.get_messages([h.id for h in kept])}
+        filters = filters or Filters()
+        channels = sorted(channel_ids)
+        mentioned = await self.members_named(query, channels)
+        # One member named: their messages are boosted. Two or more: no boost.
+        names = {name.lower() for name in mentioned.values()}
+        boosted = frozenset(mentioned) if len(names) == 1 else frozenset()
+        period = period_in(query, now or datetime.now(UTC))
+        vector = await asyncio.to_thread(
+            self._index.encode, without_names(query, sorted(set(mentioned.values())))
+        )
+        wanted = FILTERED_CANDIDATES if filters else CANDIDATES
+        dense_hits, lexical = await asyncio.gather(
+            self._index.aquery(vector, channel_ids=channels, k=wanted),
+            self._store.lexical_search(
+                channels,
+                terms(query),
+                CANDIDATES,
+                author_ids=sorted(filters.author_ids),
+                after_id=_bound(filters.after),
+                before_id=_bound(filters.before),
+            ),
+        )
+        ids = list(dict.fromkeys([h.id for h in dense_hits] + [i for i, _ in lexical]))
+        rows = {m.id: m for m in await self._store.get_messages(ids)}
+        live = [rows[i] for i in ids if i in rows and rows[i].channel_id in channel_ids]
+        live = [m for m in live if filters.admits(m)]
+        neighbours = await self._store.neighbour_ids([m.id for m in live])
+        scored = {m.id for m in live} | {n for ns in neighbours.values() for n in ns}
+        dense = await asyncio.to_thread(self._index.similarities, vector, sorted(scored))
+        candidates = [
+            Candidate(
+                id=m.id,
+                author_id=m.author_id,
+                in_period=period is not None and period.contains(m.timestamp),
+                neighbours=neighbours.get(m.id, ()),
+            )
+            for m in live
+        ]
+        fused = fuse(candidates, Evidence(dict(lexical), dense), author_ids=boosted, k=k)
         if self._on_search is not None:
             self._on_search(time.perf_counter() - started)
-        return [(live[h.id], h.similarity) for h in kept if h.id in live]
+        return [Result(rows[f.id], f.score) for f in fused]
 
     async def passages(self, query: str, channel_ids: Collection[str], k: int) -> list[Passage]:
         """The best hits, each widened with its neighbours; no message appears twice."""
         seen: set[int] = set()
         passages: list[Passage] = []
-        for hit, similarity in await self.hits(query, channel_ids, k):
+        for result in await self.search(query, channel_ids, k):
+            hit = result.message
             if hit.id in seen:
                 continue
             around = await self._store.neighbours(
@@ -74,8 +169,32 @@ class Retriever:
                 messages.append(hit)
             messages.sort(key=lambda m: m.id)
             seen.update(m.id for m in messages)
-            passages.append(Passage(hit=hit, similarity=similarity, messages=tuple(messages)))
+            passages.append(Passage(hit=hit, score=result.score, messages=tuple(messages)))
         return passages
+
+    async def members_named(self, query: str, channel_ids: Collection[str]) -> dict[str, str]:
+        """The authors of these channels whose display name the query mentions: id -> name."""
+        authors = await self._channel_authors(frozenset(channel_ids))
+        found = set(named(query, sorted(set(authors.values()), key=len, reverse=True)))
+        return {author: name for author, name in authors.items() if name in found}
+
+    async def _channel_authors(self, channels: frozenset[str]) -> dict[str, str]:
+        """Author id to display name in these channels, re-read at most once a minute."""
+        cached = self._authors.get(channels)
+        now = self._clock()
+        if cached is None or now - cached.read_at > _AUTHORS_TTL:
+            cached = _Authors(await self._store.channel_authors(sorted(channels)), now)
+            if len(self._authors) > 256:
+                self._authors.clear()
+            self._authors[channels] = cached
+        return cached.names
+
+
+def _bound(when: datetime | None) -> int | None:
+    """A time as a message id bound, clamped to what the database's 64-bit ids can hold."""
+    if when is None:
+        return None
+    return max(0, min(time_snowflake(when.timestamp()), 2**63 - 1))
 
 
 def jump_link(message: StoredMessage) -> str:

@@ -3,7 +3,8 @@
 The queries live by concern in the modules `Store` is made of: `app.store.messages` (pages of
 history written with their channel's cursor in one transaction, and the reads of messages),
 `app.store.outbox` (the `index_state` column through which the vector index follows the store),
-`app.store.channels` (channels, their cursors and access, and roles) and `app.store.audit`.
+`app.store.channels` (channels, their cursors and access, and roles), `app.store.lexical` (the
+words of every live message, searchable with BM25) and `app.store.audit`.
 They share one `databases.Database`, so callers hold a single `Store` and one transaction can
 span concerns (a page and its channel's cursor). This module owns the connection: SQLite's
 per-connection pragmas and its WAL journal, so that readers never block the one writer.
@@ -22,6 +23,7 @@ from databases import Database
 from app.store.audit import AuditQueries
 from app.store.channels import ChannelQueries
 from app.store.errors import full_translated
+from app.store.lexical import LexicalQueries
 from app.store.messages import MessageQueries
 from app.store.migrations import MIGRATIONS, Migration, apply_migrations
 from app.store.outbox import OutboxQueries
@@ -47,7 +49,7 @@ def open_database(url: str) -> Database:
     return Database(url)
 
 
-class Store(MessageQueries, OutboxQueries, ChannelQueries, AuditQueries):
+class Store(MessageQueries, OutboxQueries, ChannelQueries, AuditQueries, LexicalQueries):
     """Reads and writes of the bot's SQL state, over a `databases.Database`."""
 
     def __init__(self, database: Database, migrations: Sequence[Migration] = MIGRATIONS) -> None:

@@ -19,6 +19,7 @@ from databases import Database
 
 from app.store.channels import write_cursor
 from app.store.errors import full_translated
+from app.store.lexical import refresh_lexical
 from app.store.models import (
     AuthorCount,
     IndexState,
@@ -89,6 +90,10 @@ class MessageQueries:
                 else:
                     unchanged.append(message_id)
             await self._insert_messages(new)
+            changed = [m.id for m in new] + edited
+            if changed:
+                # The lexical index changes with the rows, in the same transaction.
+                await refresh_lexical(self._database, channel_id, min(changed), max(changed))
         result = PageResult(
             new=tuple(sorted(m.id for m in new)),
             edited=tuple(sorted(edited)),
@@ -106,13 +111,17 @@ class MessageQueries:
     @full_translated
     async def mark_deleted(self, channel_id: str, ids: Iterable[int]) -> None:
         """Mark messages of a channel deleted and queue their removal from the vector index."""
-        for chunk in chunks(ids):
-            clause, values = in_clause("id", chunk)
-            await self._database.execute(
-                "UPDATE messages SET deleted = TRUE, index_state = :state "
-                f"WHERE channel_id = :channel_id AND deleted = FALSE AND {clause}",
-                {**values, "state": IndexState.PENDING_REMOVAL.value, "channel_id": channel_id},
-            )
+        async with self._database.transaction():
+            for chunk in chunks(ids):
+                clause, values = in_clause("id", chunk)
+                await self._database.execute(
+                    "UPDATE messages SET deleted = TRUE, index_state = :state "
+                    f"WHERE channel_id = :channel_id AND deleted = FALSE AND {clause}",
+                    {**values, "state": IndexState.PENDING_REMOVAL.value, "channel_id": channel_id},
+                )
+                # Its words leave the lexical index, and its neighbours' context changes.
+                for message_id in chunk:
+                    await refresh_lexical(self._database, channel_id, message_id, message_id)
 
     # Reads (deleted messages never come back)
 

@@ -8,21 +8,29 @@ few type names that differ on Postgres.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from app.store.lexical import rebuild_lexical
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One schema step: a version number, a short name and its statements."""
+    """One schema step: a version number, a short name and its statements.
+
+    `postgres` replaces `statements` on Postgres where the two differ beyond type names;
+    `then` runs after the statements, in the same transaction (a rebuild from the rows).
+    """
 
     version: int
     name: str
     statements: tuple[str, ...]
+    postgres: tuple[str, ...] | None = None
+    then: Callable[[Any], Awaitable[object]] | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -96,6 +104,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_audit_log_at ON audit_log (at)",
         ),
     ),
+    Migration(
+        3,
+        "lexical index; author-prefixed text re-embedded",
+        (
+            # One row per live message, keyed by its id (see app.store.lexical).
+            "CREATE VIRTUAL TABLE message_text USING fts5(channel_id UNINDEXED, author, body, "
+            "alt, date, ctx, tokenize='porter unicode61')",
+            "CREATE INDEX ix_messages_channel_author ON messages (channel_id, author_id)",
+            # What is embedded is now "author: text [photo: alt text]": embed everything again.
+            "UPDATE messages SET index_state = 'pending' WHERE deleted = FALSE",
+        ),
+        postgres=(
+            """CREATE TABLE message_text (
+                id BIGINT PRIMARY KEY,
+                channel_id TEXT NOT NULL,
+                document TSVECTOR NOT NULL
+            )""",
+            "CREATE INDEX ix_message_text_document ON message_text USING GIN (document)",
+            "CREATE INDEX ix_message_text_channel ON message_text (channel_id, id)",
+            "CREATE INDEX ix_messages_channel_author ON messages (channel_id, author_id)",
+            "UPDATE messages SET index_state = 'pending' WHERE deleted = FALSE",
+        ),
+        then=rebuild_lexical,
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -138,8 +170,12 @@ async def apply_migrations(
             )
             if already:
                 continue
-            for statement in migration.statements:
+            postgres = dialect.startswith("postgres") and migration.postgres is not None
+            statements = migration.postgres if postgres else migration.statements
+            for statement in statements or ():
                 await database.execute(render(statement, dialect))
+            if migration.then is not None:
+                await migration.then(database)
             await database.execute(
                 "INSERT INTO schema_version (version, name, applied_at) "
                 "VALUES (:version, :name, :applied_at)",

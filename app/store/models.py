@@ -4,11 +4,12 @@ These are plain frozen dataclasses with no knowledge of SQL or of Discord's payl
 `app.store` query modules map them to rows, and `app.discord.payloads` and
 `app.discord.exporter` build them from what Discord or an export says.
 
-What gets embedded for a message is `StoredMessage.index_text`: the message content, or, when
-the content is empty or blank (an image post, a link preview, a bot's embed), one line per
-attachment (`[attachment: NAME]`) followed by the title and description of each embed.
-`StoredMessage.content_hash` is the SHA-256 of that text, so a message whose embedded text is
-unchanged is never embedded again.
+A message as text is `StoredMessage.index_text`: the content, then one line per attachment
+(`[photo: ALT TEXT]`, or `[attachment: NAME]` when it has no alt text) and the title and
+description of each embed: what people ask about includes what they showed, not only what
+they typed. What gets embedded is `search_text`, the same prefixed with the author's name
+("Dana: ..."), since questions name people. `StoredMessage.content_hash` is the SHA-256 of
+`index_text`, so a message whose text is unchanged is never embedded again.
 """
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ class Attachment:
     url: str = ""
     content_type: str | None = None
     size: int = 0
+    # Alt text: Discord carries it in the attachment's `description`.
+    description: str = ""
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the file is a picture (by its type, or by its name when untyped)."""
+        if self.content_type:
+            return self.content_type.startswith("image/")
+        return self.filename.lower().endswith((".png", ".jpg", ".jpeg", ".gif", ".webp"))
+
+    @property
+    def as_text(self) -> str:
+        """How the attachment reads in text: its alt text, or its kind and file name."""
+        kind = "photo" if self.is_image else "attachment"
+        described = " ".join(self.description.split())
+        return f"[{kind}: {described or self.filename}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +111,27 @@ class StoredMessage:
     index_state: IndexState = IndexState.PENDING
 
     @property
-    def index_text(self) -> str:
-        """The text that gets embedded (see the module docstring)."""
-        if self.content.strip():
-            return self.content
-        lines = [f"[attachment: {a.filename}]" for a in self.attachments]
+    def extra_text(self) -> str:
+        """What the message shows besides its content: attachments and embeds, one per line."""
+        lines = [a.as_text for a in self.attachments]
         for embed in self.embeds:
             lines.extend(part for part in (embed.title, embed.description) if part.strip())
         return "\n".join(lines)
+
+    @property
+    def index_text(self) -> str:
+        """The message as text: its content, then its attachments and embeds."""
+        parts = [self.content] if self.content.strip() else []
+        extra = self.extra_text
+        if extra:
+            parts.append(extra)
+        return "\n".join(parts)
+
+    @property
+    def search_text(self) -> str:
+        """What gets embedded and quoted as context: "author: text", on one line."""
+        text = " ".join(self.index_text.split())
+        return f"{self.author_name}: {text}" if self.author_name else text
 
     @property
     def content_hash(self) -> str:

@@ -64,7 +64,7 @@ def index_item(message: StoredMessage) -> IndexItem:
     """The index's view of a stored message."""
     return IndexItem(
         id=message.id,
-        text=message.index_text,
+        text=message.search_text,
         channel_id=message.channel_id,
         guild_id=message.guild_id or "",
         author_id=message.author_id,

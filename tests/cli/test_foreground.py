@@ -35,8 +35,8 @@ def settings(tmp_path: Path, model_cache_dir: Path) -> Settings:
 async def search(settings: Settings, query: str) -> list[int]:
     state = await State.open(settings, "test")
     try:
-        hits = await Retriever(state.store, state.index).hits(query, {CHANNEL}, 5)
-        return [message.id for message, _ in hits]
+        results = await Retriever(state.store, state.index).search(query, {CHANNEL}, 5)
+        return [r.message.id for r in results]
     finally:
         await state.close()
 

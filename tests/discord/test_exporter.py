@@ -54,7 +54,7 @@ def test_sample_messages() -> None:
     photo = by_id[1214200488124219419]
     assert photo.content == ""
     assert [(a.filename, a.size) for a in photo.attachments] == [("rack-2024.jpg", 2483119)]
-    assert photo.index_text == "[attachment: rack-2024.jpg]"
+    assert photo.index_text == "[photo: rack-2024.jpg]"
 
     alert = by_id[1214194435743547416]
     assert alert.author_is_bot and alert.author_name == "Uptime Kuma"

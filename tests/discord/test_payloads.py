@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
 
 from app.discord.payloads import channel_from_discord, message_from_discord, role_from_discord
 from app.store.models import (
@@ -81,7 +82,14 @@ def test_message_from_rest_reply() -> None:
             size=48211,
         ),
     )
-    assert message.index_text == "[attachment: grafana.png]"
+    assert message.index_text == "[photo: grafana.png]"
+    # Alt text, which Discord carries as the attachment's description, stands for the photo.
+    [attachment] = cast(list[dict[str, Any]], REST_REPLY["attachments"])
+    described = {**attachment, "description": "CPU graph  of node 3"}
+    with_alt = message_from_discord({**REST_REPLY, "attachments": [described]}, None)
+    assert with_alt.attachments[0].description == "CPU graph  of node 3"
+    assert with_alt.index_text == "[photo: CPU graph of node 3]"
+    assert with_alt.search_text == "Bob: [photo: CPU graph of node 3]"
 
 
 def test_bot_message_with_embed_and_no_reference() -> None:
@@ -101,15 +109,22 @@ def test_bot_message_with_embed_and_no_reference() -> None:
 
 
 def test_index_text_and_hash() -> None:
-    base = StoredMessage(1, "c", "u", "hello", datetime(2024, 1, 1, tzinfo=UTC))
-    with_extras = replace(base, attachments=(Attachment("a", "x.png"),), embeds=(Embed("t", "d"),))
-    assert with_extras.index_text == "hello"  # content wins; extras only stand in for it
-    assert with_extras.content_hash == base.content_hash
+    base = StoredMessage(1, "c", "u", "hello", datetime(2024, 1, 1, tzinfo=UTC), author_name="Ana")
+    with_extras = replace(
+        base,
+        attachments=(Attachment("a", "x.png"), Attachment("b", "notes.pdf")),
+        embeds=(Embed("t", "d"),),
+    )
+    # What was shown counts beside what was typed.
+    assert with_extras.index_text == "hello\n[photo: x.png]\n[attachment: notes.pdf]\nt\nd"
+    assert with_extras.search_text == "Ana: hello [photo: x.png] [attachment: notes.pdf] t d"
+    assert with_extras.content_hash != base.content_hash
     assert len(base.content_hash) == 64
     assert replace(base, content="hello!").content_hash != base.content_hash
     blank = replace(with_extras, content="  ")
-    assert blank.index_text == "[attachment: x.png]\nt\nd"
+    assert blank.index_text == "[photo: x.png]\n[attachment: notes.pdf]\nt\nd"
     assert replace(base, content="").index_text == ""
+    assert replace(base, author_name="").search_text == "hello"
 
 
 def test_channel_and_role_from_rest() -> None:

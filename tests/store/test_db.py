@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -54,13 +52,6 @@ def mid(n: int) -> int:
     return BASE + (n << 22)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.from_url(f"sqlite:///{tmp_path / 'bot.db'}") as opened:
-        await opened.migrate()
-        yield opened
-
-
 async def test_save_page_sorts_new_edited_unchanged(store: Store) -> None:
     first = await store.save_page("c1", [msg(1), msg(2), msg(3)])
     assert first.new == (mid(1), mid(2), mid(3))
@@ -95,19 +86,21 @@ async def test_import_twice_changes_nothing(store: Store) -> None:
 async def test_edit_without_new_text_keeps_index_state(store: Store) -> None:
     await store.save_page("c1", [msg(1, content="")])
     await store.mark_indexed([mid(1)])
-    # A new attachment under blank content changes the embedded text; under text it does not.
+    # An attachment is part of the message's text, under blank content or beside text.
     with_file = replace(msg(1, content=""), attachments=(Attachment("a1", "plan.pdf"),))
     result = await store.save_page("c1", [with_file])
     assert result.edited == (mid(1),)
     assert (await store.get_messages([mid(1)]))[0].index_state is IndexState.PENDING
 
-    await store.save_page("c1", [msg(2)])
+    photo = Attachment("a2", "photo.jpg", url="https://cdn.example/a2?ex=1")
+    await store.save_page("c1", [replace(msg(2), attachments=(photo,))])
     await store.mark_indexed([mid(1), mid(2)])
-    texted = replace(msg(2), attachments=(Attachment("a2", "photo.jpg"),))
-    result = await store.save_page("c1", [texted])
+    # Discord signs attachment URLs for a while only: a new URL is not new text.
+    moved = replace(photo, url="https://cdn.example/a2?ex=2")
+    result = await store.save_page("c1", [replace(msg(2), attachments=(moved,))])
     assert result.edited == (mid(2),)
     [stored] = await store.get_messages([mid(2)])
-    assert stored.attachments == (Attachment("a2", "photo.jpg"),)
+    assert stored.attachments == (moved,)
     assert stored.index_state is IndexState.INDEXED
 
 

@@ -98,8 +98,8 @@ async def test_edits_are_found_by_their_new_words_and_deletions_are_gone(
     async with DiscordRest(fake_discord.api_base, DEFAULT_TOKEN) as rest:
         runner = SyncRunner(rest, state.store, state.indexer, recheck_seconds=7 * DAY)
         await runner.sync_guilds([guild["id"]])
-        top = await retriever.hits("where is the picnic?", {channel["id"]}, 1)
-        assert top[0][0].id == int(edited["id"])
+        top = await retriever.search("where is the picnic?", {channel["id"]}, 1)
+        assert top[0].message.id == int(edited["id"])
 
         fake_discord.edit_message(
             channel["id"], edited["id"], "the quarterly budget review moved to monday", now
@@ -108,10 +108,10 @@ async def test_edits_are_found_by_their_new_words_and_deletions_are_gone(
         summary = await runner.sync_guilds([guild["id"]])
 
     assert (summary.new, summary.edited, summary.deleted) == (0, 1, 1)
-    by_new_words = await retriever.hits("when is the budget review?", {channel["id"]}, 1)
-    assert by_new_words[0][0].id == int(edited["id"])
-    by_old_words = await retriever.hits("where is the picnic at the lake?", {channel["id"]}, 5)
-    assert int(edited["id"]) not in [m.id for m, _ in by_old_words[:1]]
-    toner = await retriever.hits("printer toner", {channel["id"]}, 5)
-    assert int(doomed["id"]) not in [m.id for m, _ in toner]
+    by_new_words = await retriever.search("when is the budget review?", {channel["id"]}, 1)
+    assert by_new_words[0].message.id == int(edited["id"])
+    by_old_words = await retriever.search("where is the picnic at the lake?", {channel["id"]}, 5)
+    assert int(edited["id"]) not in [r.message.id for r in by_old_words[:1]]
+    toner = await retriever.search("printer toner", {channel["id"]}, 5)
+    assert int(doomed["id"]) not in [r.message.id for r in toner]
     assert await state.index.acount() == len(fillers) + 1 == await state.store.count_live()
