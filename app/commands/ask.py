@@ -1,13 +1,23 @@
 """/ask: an answer from the local model, grounded in the best passages, with its sources.
 
+The model sees the best hits with their neighbours, numbered and dated, and
+answers with the shortest phrase and the number of its source. What it writes
+is then checked before anyone sees it: its source numbers become the sources
+list (cited first, then the other hits), and a link that is not one of those
+sources is shown as its host name only, so a message planted in the history
+cannot make the answer carry data to a URL (and no reply unfurls a link:
+`delivery.SUPPRESS_EMBEDS`).
+
 `answer_for_terminal` runs the same pipeline for `python -m app ask`, as the
 owner or as a given member would see the channel.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from app.commands.delivery import CollectedReply, Responder
 from app.commands.resources import Resources
@@ -18,10 +28,21 @@ from app.errors import CommandError
 from app.interactions.commands import ASK
 from app.interactions.invocation import Invocation
 from app.llm.prompts import NO_ANSWER, ask_prompt
-from app.retrieval.search import Passage, jump_link
+from app.retrieval.search import jump_link
 from app.store.models import StoredMessage
 
-ASK_PASSAGES = 6
+# Hits handed to the model, each with a neighbour on either side.
+ASK_PASSAGES = 5
+# Sources listed under an answer.
+SOURCES_SHOWN = 5
+
+_CITATION = re.compile(r"\s*\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\]\(<?([^)\s>]+)>?\)")
+_URL = re.compile(r"<?\b(?:https?|ftp)://[^\s<>)\]]+>?", re.I)
+# A host and path without a scheme (not inside a URL kept above).
+_BARE_HOST = re.compile(
+    r"(?<![\w./:@`-])(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}/\S*", re.I
+)
 
 
 async def ask(resources: Resources, invocation: Invocation, reply: Responder) -> str:
@@ -38,14 +59,14 @@ async def ask(resources: Resources, invocation: Invocation, reply: Responder) ->
         await reply.send(f"I found nothing in {where} about that.")
         return "no_match"
     generator = resources.generator
-    ranked = [m for p in passages for m in p.messages]
+    # Best passage first, so fitting keeps the best; the model then reads them in time order.
+    ranked = list(dict.fromkeys(m for p in passages for m in _hit_first(p.hit, p.messages)))
     fitted = ask_prompt(
         question,
         await quotes(resources, ranked),
         count_tokens=generator.count_tokens,
         n_ctx=generator.n_ctx,
     )
-    # Fitting keeps the best-ranked messages; the model reads them in time order.
     kept = sorted(ranked[: len(fitted.quotes)], key=lambda m: m.id)
     prompt = ask_prompt(
         question,
@@ -55,16 +76,73 @@ async def ask(resources: Resources, invocation: Invocation, reply: Responder) ->
     )
 
     async def show(text: str) -> None:
-        await reply.progress(text.strip() + " …")
+        shown = clean_answer(text, [])[0]
+        if shown:
+            await reply.progress(shown + " …")
 
     result = await generator.generate(
         prompt.text, max_tokens=prompt.max_tokens, stop=prompt.stop, on_text=show
     )
-    answer = result.text.strip() or NO_ANSWER
+    answer, cited = clean_answer(result.text, kept)
+    named = await resources.retriever.members_named(question, channels)
+    if not answer or not attributed(cited, named):
+        answer, cited = NO_ANSWER, []
     if result.cut_short:
         answer += "\n*(cut short: the answer took too long)*"
-    await reply.send(answer + "\n\n" + _sources(kept, passages))
+    hits = [p.hit for p in passages]
+    await reply.send(answer + "\n\n" + sources(cited, hits))
     return "cut_short" if result.cut_short else "ok"
+
+
+def clean_answer(text: str, quoted: Sequence[StoredMessage]) -> tuple[str, list[StoredMessage]]:
+    """The model's answer as members see it, and the quoted messages it cites.
+
+    Source numbers ([2], [1, 3]) are taken out of the text and returned as messages; a
+    link is kept only if it is the jump link of a quoted message, any other shows as its
+    host name in plain text (no URL, so no path or query can carry data out).
+    """
+    cited: list[StoredMessage] = []
+    for match in _CITATION.finditer(text):
+        for number in re.split(r"\s*,\s*", match.group(1)):
+            index = int(number) - 1
+            if 0 <= index < len(quoted) and quoted[index] not in cited:
+                cited.append(quoted[index])
+    text = _CITATION.sub("", text)
+    # The answer is its first line; a model that goes on copies a quote (" / " joins its lines).
+    text = text.strip().split("\n", 1)[0].split(" / ", 1)[0]
+    allowed = {jump_link(m) for m in quoted}
+    text = _MARKDOWN_LINK.sub(lambda m: _link_text(m.group(1), m.group(2), allowed), text)
+    text = _URL.sub(lambda m: _shown_url(m.group(0).strip("<>"), allowed), text)
+    text = _BARE_HOST.sub(lambda m: _host_of("http://" + m.group(0)), text)
+    return text.strip(), cited
+
+
+def attributed(cited: Sequence[StoredMessage], named: Mapping[str, str]) -> bool:
+    """Whether an answer about the one member a question names rests on what concerns them.
+
+    A question about Ana answered only from Ben's messages that are not about her is about
+    the wrong person ("what did Ana paint?" when Ben painted): the messages do not say. Ben's
+    message is about Ana when it names her other than in a greeting ("hey Ana!"), or speaks
+    to her ("your painting is lovely").
+    """
+    names = {name.lower() for name in named.values()}
+    if len(names) != 1 or not cited:
+        return True
+    (name,) = names
+    return any(m.author_id in named or _about(m.index_text, name) for m in cited)
+
+
+def sources(cited: Sequence[StoredMessage], hits: Sequence[StoredMessage]) -> str:
+    """The sources list: the messages the answer cites first, then the best other hits."""
+    listed = list(dict.fromkeys([*cited, *hits]))[: max(SOURCES_SHOWN, len(cited))]
+    lines = ["**Sources**"]
+    for number, message in enumerate(listed, 1):
+        mark = " (cited)" if message in cited else ""
+        lines.append(
+            f"[{number}] {message.author_name or message.author_id}, "
+            f"{message.timestamp:%Y-%m-%d}{mark}: {jump_link(message)}"
+        )
+    return "\n".join(lines)
 
 
 async def answer_for_terminal(
@@ -113,14 +191,47 @@ async def answer_for_terminal(
     return reply.text
 
 
-def _sources(quoted: Sequence[StoredMessage], passages: Sequence[Passage]) -> str:
-    """Numbered jump links matching the [n] the model was shown; hits first if few fit."""
-    hits = {p.hit.id for p in passages}
-    lines = ["**Sources**"]
-    for number, message in enumerate(quoted, 1):
-        if message.id in hits or len(quoted) <= 8:
-            lines.append(
-                f"[{number}] {message.author_name or message.author_id}, "
-                f"{message.timestamp:%Y-%m-%d}: {jump_link(message)}"
-            )
-    return "\n".join(lines)
+def _hit_first(hit: StoredMessage, messages: Sequence[StoredMessage]) -> list[StoredMessage]:
+    """A passage's messages with its hit first, then its neighbours nearest first."""
+    return sorted(messages, key=lambda m: (m.id != hit.id, abs(m.id - hit.id)))
+
+
+_GREETING = re.compile(
+    r"^(?:hey|hi|hello|oh|wow|thanks|thank you|yes|yeah|aw+|congrats|good (?:morning|night))?"
+    r"[,!]?$",
+    re.I,
+)
+_YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
+# A message about its author's own life ("I've been running") that asks "how about you?"
+# is still about its author.
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself)\b", re.I)
+
+
+def _about(text: str, name: str) -> bool:
+    """Whether a message by someone else is about `name`: names them, or speaks to them."""
+    if _YOU.search(text) and not _FIRST_PERSON.search(text):
+        return True
+    for match in re.finditer(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text, re.I):
+        before = text[: match.start()].rsplit(".", 1)[-1].rsplit("!", 1)[-1].strip()
+        after = text[match.end() :].lstrip()
+        greeting = _GREETING.match(before) is not None and (not after or after[0] in ",!.?")
+        if not greeting:
+            return True
+    return False
+
+
+def _link_text(label: str, url: str, allowed: set[str]) -> str:
+    if url in allowed:
+        return f"[{label}]({url})"
+    return f"{label} ({_host_of(url)})" if label.strip() else _host_of(url)
+
+
+def _shown_url(url: str, allowed: set[str]) -> str:
+    return url if url in allowed else _host_of(url)
+
+
+def _host_of(url: str) -> str:
+    """A URL's host as plain text that Discord does not turn into a link."""
+    host = (urlsplit(url).hostname or "a link").removeprefix("www.")
+    # Inline code is never turned into a link.
+    return "`" + host + "`"

@@ -26,17 +26,21 @@ PART_MISSING_NOTE: Final = (
 # Nothing the bot writes may ping anyone: not @everyone, not a role, not a user.
 NO_MENTIONS: Final[dict[str, list[str]]] = {"parse": []}
 EPHEMERAL: Final = 1 << 6
+# No link previews: Discord fetches a previewed URL itself, so a link planted in the model's
+# text could carry data out without anyone clicking it. Every message the bot sends has it.
+SUPPRESS_EMBEDS: Final = 1 << 2
 
 _LINK = re.compile(r"<?https?://\S+>?|\[[^\]\n]*\]\(<?https?://[^)\s]+>?\)")
 _FENCE = "```"
 
 
-def message_body(content: str, *, flags: int | None = None) -> dict[str, Any]:
-    """A webhook message body that can never mention anyone."""
-    body: dict[str, Any] = {"content": content, "allowed_mentions": NO_MENTIONS}
-    if flags is not None:
-        body["flags"] = flags
-    return body
+def message_body(content: str, *, flags: int = 0) -> dict[str, Any]:
+    """A webhook message body that can never mention anyone nor unfurl a link."""
+    return {
+        "content": content,
+        "allowed_mentions": NO_MENTIONS,
+        "flags": flags | SUPPRESS_EMBEDS,
+    }
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -191,7 +195,7 @@ class Reply:
         self._interaction_id = interaction_id
         self._application_id = application_id
         self._token = token
-        self._flags = EPHEMERAL if ephemeral else None
+        self._flags = EPHEMERAL if ephemeral else 0
         self._min_edit_interval = min_edit_interval
         self._clock = clock
         self._last_edit = -math.inf
@@ -219,7 +223,8 @@ class Reply:
         for index, part in enumerate(parts[1:]):
             body = message_body(part, flags=self._flags)
             if index < len(already):
-                edit = {k: v for k, v in body.items() if k != "flags"}
+                # Whether a message is ephemeral is fixed when it is sent; an edit may not say.
+                edit = message_body(part)
                 await self._sender.edit_followup(
                     self._application_id, self._token, already[index], edit
                 )

@@ -23,10 +23,35 @@ NOTHING_SYNCED = (
 )
 
 
-async def permitted_channels(resources: Resources, invocation: Invocation) -> set[str]:
-    """The channels this member may read for this command's scope."""
+async def permitted_channels(
+    resources: Resources, invocation: Invocation, channel_id: str | None = None
+) -> set[str]:
+    """The channels this member may read for this command's scope.
+
+    With `channel_id` (/search's channel option): that channel and its threads, as far as
+    the member may read them there; a channel they cannot read is an error, not an empty set.
+    """
     if invocation.guild_id is None:
         raise CommandError("this command works in a server's channels only")
+    store = resources.state.store
+    if channel_id is not None and channel_id != invocation.channel_id:
+        channel = await store.get_channel(channel_id)
+        if channel is None or channel.guild_id != invocation.guild_id:
+            raise CommandError("I have no history of that channel; it may not be synced yet")
+        viewer = Viewer(
+            guild_id=invocation.guild_id,
+            user_id=invocation.user_id,
+            role_ids=frozenset(invocation.member_roles),
+            channel_id=channel_id,
+            # Discord sent the member's permissions in the invoking channel only.
+            channel_permissions=None,
+        )
+        found = await PermissionScope(store).channel_scope(viewer)
+        confirmed = await store.channels_with_access(invocation.guild_id, ChannelAccess.OK)
+        found = {c for c in found if c in confirmed}
+        if not found:
+            raise CommandError("you cannot read that channel, so I cannot search it for you")
+        return found
     viewer = Viewer(
         guild_id=invocation.guild_id,
         user_id=invocation.user_id,
@@ -34,7 +59,7 @@ async def permitted_channels(resources: Resources, invocation: Invocation) -> se
         channel_id=invocation.channel_id,
         channel_permissions=invocation.permissions,
     )
-    scope = PermissionScope(resources.state.store)
+    scope = PermissionScope(store)
     if invocation.options.get("scope") != "server":
         return await scope.channel_scope(viewer)
     visible = await scope.visible_channels(viewer)

@@ -10,6 +10,8 @@ from app.discord.permissions import MANAGE_GUILD
 CHAT_INPUT: Final = 1
 OPTION_STRING: Final = 3
 OPTION_INTEGER: Final = 4
+OPTION_USER: Final = 6
+OPTION_CHANNEL: Final = 7
 CONTEXT_GUILD: Final = 0
 INSTALL_GUILD: Final = 0
 
@@ -23,6 +25,9 @@ SEARCH_LIMIT_MAX: Final = 10
 SUMMARIZE_COUNT_DEFAULT: Final = 50
 SUMMARIZE_COUNT_MAX: Final = 500
 QUESTION_MAX_LENGTH: Final = 500
+WHEN_MAX_LENGTH: Final = 40
+# Channel types /search's channel option offers: text, announcement, threads, forum.
+SEARCHABLE_CHANNEL_TYPES: Final = [0, 5, 10, 11, 12, 15]
 
 
 def _command(name: str, description: str, options: list[dict[str, Any]]) -> dict[str, Any]:
@@ -64,7 +69,7 @@ COMMANDS: Final[list[dict[str, Any]]] = [
     ),
     _command(
         SEARCH,
-        "Find the messages in this channel that best match a query",
+        "Find the messages that best match a query, in this channel or one you name",
         [
             {
                 "type": OPTION_STRING,
@@ -81,6 +86,33 @@ COMMANDS: Final[list[dict[str, Any]]] = [
                 "required": False,
                 "min_value": 1,
                 "max_value": SEARCH_LIMIT_MAX,
+            },
+            {
+                "type": OPTION_USER,
+                "name": "author",
+                "description": "Only messages by this member",
+                "required": False,
+            },
+            {
+                "type": OPTION_CHANNEL,
+                "name": "channel",
+                "description": "Search this channel (one you can read) instead of this one",
+                "required": False,
+                "channel_types": SEARCHABLE_CHANNEL_TYPES,
+            },
+            {
+                "type": OPTION_STRING,
+                "name": "after",
+                "description": "Only messages after: 2026-11-01, 24h, 3d, 2w, 6m, 1y, yesterday",
+                "required": False,
+                "max_length": WHEN_MAX_LENGTH,
+            },
+            {
+                "type": OPTION_STRING,
+                "name": "before",
+                "description": "Only messages before: 2026-11-01, 24h, 3d, 2w, 6m, 1y, today",
+                "required": False,
+                "max_length": WHEN_MAX_LENGTH,
             },
         ],
     ),

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
 from app.discord.permissions import ADMINISTRATOR
 from app.errors import BotError
-from app.interactions.commands import COMMANDS, OPTION_INTEGER, OPTION_STRING
+from app.interactions.commands import (
+    COMMANDS,
+    OPTION_CHANNEL,
+    OPTION_INTEGER,
+    OPTION_STRING,
+    OPTION_USER,
+)
+from app.retrieval.query import parse_when
 
 # Discord's interaction types.
 PING: Final = 1
 APPLICATION_COMMAND: Final = 2
 
+# Options of /search read as times (see app.retrieval.query.parse_when).
+_WHEN_OPTIONS: Final = frozenset({"after", "before"})
 # Discord ids are unsigned 64-bit integers sent as decimal strings.
 SNOWFLAKE: Final = re.compile(r"[0-9]{1,20}")
 # Permission bit sets are decimal strings too; the cap keeps int() cheap.
@@ -218,6 +228,16 @@ def _check(rule: _OptionRule, value: Any) -> str | None:
             return f"must be at least {rule.min_length} characters"
         if rule.max_length is not None and len(value) > rule.max_length:
             return f"must be at most {rule.max_length} characters"
+    elif rule.kind in (OPTION_USER, OPTION_CHANNEL) and (
+        # Discord sends the id of the member or channel picked.
+        not isinstance(value, str) or SNOWFLAKE.fullmatch(value) is None
+    ):
+        return "must be a Discord id"
+    if rule.name in _WHEN_OPTIONS and isinstance(value, str):
+        try:
+            parse_when(value, datetime.now(UTC))
+        except ValueError as exc:
+            return f"is not a time I can read ({exc})"
     if rule.choices is not None and value not in rule.choices:
         return "must be one of " + ", ".join(sorted(str(c) for c in rule.choices))
     return None

@@ -10,6 +10,8 @@ PONG: Final = 1
 CHANNEL_MESSAGE: Final = 4
 DEFERRED_CHANNEL_MESSAGE: Final = 5
 EPHEMERAL: Final = 1 << 6
+# No link previews in anything the bot says (see app.commands.delivery).
+SUPPRESS_EMBEDS: Final = 1 << 2
 
 PONG_BODY: Final = b'{"type":1}'
 DEFERRED_BODY: Final = b'{"type":5}'
@@ -33,7 +35,11 @@ def ephemeral_message(content: str) -> bytes:
     return _dump(
         {
             "type": CHANNEL_MESSAGE,
-            "data": {"content": content, "flags": EPHEMERAL, "allowed_mentions": {"parse": []}},
+            "data": {
+                "content": content,
+                "flags": EPHEMERAL | SUPPRESS_EMBEDS,
+                "allowed_mentions": {"parse": []},
+            },
         }
     )
 

@@ -4,7 +4,13 @@ import re
 
 import pytest
 
-from app.commands.delivery import MESSAGE_LIMIT, message_body, split_message
+from app.commands.delivery import (
+    EPHEMERAL,
+    MESSAGE_LIMIT,
+    SUPPRESS_EMBEDS,
+    message_body,
+    split_message,
+)
 
 
 def test_short_text_is_one_part() -> None:
@@ -60,8 +66,8 @@ def test_tiny_limit_is_refused() -> None:
         split_message("abc", limit=10)
 
 
-def test_message_body_never_mentions() -> None:
+def test_message_body_never_mentions_nor_unfurls() -> None:
     body = message_body("@everyone look <@&123> <@456>")
     assert body["allowed_mentions"] == {"parse": []}
-    assert "flags" not in body
-    assert message_body("x", flags=64)["flags"] == 64
+    assert body["flags"] == SUPPRESS_EMBEDS
+    assert message_body("x", flags=EPHEMERAL)["flags"] == EPHEMERAL | SUPPRESS_EMBEDS

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app.cli.redis_server import RedisServer
+from app.commands.delivery import SUPPRESS_EMBEDS
 from app.interactions.responses import UNAVAILABLE_TEXT
 from app.web.application import create_app
 from tests.fake_discord import EPHEMERAL, FakeDiscord
@@ -79,7 +80,7 @@ async def test_interactions_during_a_redis_outage_are_refused_and_every_other_an
         "type": 4,
         "data": {
             "content": UNAVAILABLE_TEXT,
-            "flags": EPHEMERAL,
+            "flags": EPHEMERAL | SUPPRESS_EMBEDS,
             "allowed_mentions": {"parse": []},
         },
     }

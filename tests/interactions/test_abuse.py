@@ -28,7 +28,7 @@ from app.interactions.models import OptionChecker
 from app.jobs import JOB_KEY_PREFIX, QUEUE_NAME
 from app.settings import DEFAULT_QUEUE_LIMIT, Settings
 from app.web.application import MAX_BODY_BYTES, create_app
-from tests.interactions.test_endpoint import EPHEMERAL, message, queued
+from tests.interactions.test_endpoint import EPHEMERAL, SUPPRESS_EMBEDS, message, queued
 from tests.signing import Signer, command, encode
 
 EXCEPTION_NAMES: Final = frozenset(
@@ -299,7 +299,7 @@ def test_a_signed_interaction_is_answered_or_refused_but_never_queued_broken(
         assert response.status_code == 200
         assert answer.get("type") in (1, 4, 5)
     if answer.get("type") == 4:
-        assert answer["data"]["flags"] == EPHEMERAL
+        assert answer["data"]["flags"] == EPHEMERAL | SUPPRESS_EMBEDS
         assert answer["data"]["allowed_mentions"] == {"parse": []}
         # Quoting a name from the request never makes a message Discord would refuse.
         assert len(answer["data"]["content"]) <= 2000
@@ -477,6 +477,6 @@ async def test_a_flood_past_the_queue_limit_gets_busy_answers_and_nothing_more_q
     busy = [a for a in answers if a.get("type") == 4 and "busy" in a["data"]["content"]]
     assert len(deferred) == room
     assert len(busy) == len(bodies) - room
-    assert all(a["data"]["flags"] == EPHEMERAL for a in busy)
+    assert all(a["data"]["flags"] == EPHEMERAL | SUPPRESS_EMBEDS for a in busy)
     assert "try again in a minute" in busy[0]["data"]["content"]
     assert store.zcard(QUEUE_NAME) == DEFAULT_QUEUE_LIMIT

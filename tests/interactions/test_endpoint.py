@@ -28,6 +28,8 @@ from tests.serving import serving_in_thread
 from tests.signing import Signer, command, encode
 
 EPHEMERAL = 64
+# Every message the bot sends suppresses link previews.
+SUPPRESS_EMBEDS = 4
 
 # starlette's TestClient is built on its own copy of httpx; both post alike.
 Client = httpx.Client | TestClient
@@ -101,7 +103,7 @@ def message(response: Any) -> str:
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert body["type"] == 4
-    assert body["data"]["flags"] == EPHEMERAL
+    assert body["data"]["flags"] == EPHEMERAL | SUPPRESS_EMBEDS
     assert body["data"]["allowed_mentions"] == {"parse": []}
     text: str = body["data"]["content"]
     return text
