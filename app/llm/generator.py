@@ -11,10 +11,11 @@ The growing text is not pushed from the thread token by token: the awaiting side
 every `progress_interval` seconds and hands it to the caller's callback when it has changed,
 which bounds Discord message edits and costs the decoding loop nothing.
 
-Prompt encoding: when the GGUF carries a chat template (`tokenizer.chat_template`), the prompt
-becomes the user turn of that template; otherwise it is fed as plain completion text after BOS.
-Either way the prompt text itself is tokenized with special tokens off, so text quoted from
-Discord can never turn into a control token such as `<end_of_turn>`.
+Prompt encoding: when the GGUF carries a chat template (`tokenizer.chat_template`), a prompt
+text becomes the user turn of that template, and a list of turns (`app.llm.chat`) is rendered
+turn by turn; otherwise it is fed as plain completion text after BOS. Either way the prompt's
+own text is tokenized with special tokens off, so text quoted from Discord can never turn into
+a control token such as `<end_of_turn>`.
 
 Memory: what a generation allocates is freed when it ends, but glibc keeps freed pages in the
 arena of the thread that used them, and a worker whose generations run on ever new threads
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from app.errors import BotError
+from app.llm.chat import PromptInput, encode_turns, flatten
 from app.llm.model_file import ModelError
 
 if TYPE_CHECKING:
@@ -205,19 +207,24 @@ class Generator:
         self._model()
         return self._template
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens the model is fed for this prompt text, BOS and template included."""
-        return len(self.encode(text))
+    def count_tokens(self, prompt: PromptInput) -> int:
+        """Tokens the model is fed for this prompt, BOS and template included."""
+        return len(self.encode(prompt))
 
-    def encode(self, text: str) -> list[int]:
-        """The prompt's tokens: the frame's special tokens around the text as plain text."""
+    def encode(self, prompt: PromptInput) -> list[int]:
+        """The prompt's tokens: template markers special, everything else plain text."""
         llama = self._model()
-        body = llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if not isinstance(prompt, str):
+            if self._template is None:
+                prompt = flatten(prompt)
+            else:
+                return encode_turns(llama, self._template, prompt, self._frame.prefix[:1])
+        body = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)
         return [*self._frame.prefix, *body, *self._frame.suffix]
 
     async def generate(
         self,
-        prompt: str,
+        prompt: PromptInput,
         *,
         max_tokens: int,
         stop: Sequence[str] = (),

