@@ -25,6 +25,7 @@ BENCHMARKS = {
     "generation": "Generation: llama.cpp through the worker's Generator",
     "answer": "An /ask end to end: signed interaction to first text and final answer",
     "load": "Load: 500 concurrent /ask against `python -m app run`",
+    "quality": "Answer quality on real conversations (LoCoMo): /search recall, /ask F1",
 }
 
 

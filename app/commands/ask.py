@@ -85,7 +85,7 @@ async def ask(resources: Resources, invocation: Invocation, reply: Responder) ->
     )
     answer, cited = clean_answer(result.text, kept)
     named = await resources.retriever.members_named(question, channels)
-    if not answer or not attributed(cited, named):
+    if not answer or not attributed(cited, named, question):
         answer, cited = NO_ANSWER, []
     if result.cut_short:
         answer += "\n*(cut short: the answer took too long)*"
@@ -117,7 +117,9 @@ def clean_answer(text: str, quoted: Sequence[StoredMessage]) -> tuple[str, list[
     return text.strip(), cited
 
 
-def attributed(cited: Sequence[StoredMessage], named: Mapping[str, str]) -> bool:
+def attributed(
+    cited: Sequence[StoredMessage], named: Mapping[str, str], question: str | None = None
+) -> bool:
     """Whether an answer about the one member a question names rests on what concerns them.
 
     A question about Ana answered only from Ben's messages that are not about her is about
@@ -129,6 +131,9 @@ def attributed(cited: Sequence[StoredMessage], named: Mapping[str, str]) -> bool
     if len(names) != 1 or not cited:
         return True
     (name,) = names
+    if question is not None and _RELATIVE_OF.search(question.replace("\u2019", "'")):
+        # "Ana's friend", "Ana's kids": the answer is about someone else, by design.
+        return True
     return any(m.author_id in named or _about(m.index_text, name) for m in cited)
 
 
@@ -199,6 +204,13 @@ def _hit_first(hit: StoredMessage, messages: Sequence[StoredMessage]) -> list[St
 _GREETING = re.compile(
     r"^(?:hey|hi|hello|oh|wow|thanks|thank you|yes|yeah|aw+|congrats|good (?:morning|night))?"
     r"[,!]?$",
+    re.I,
+)
+# Someone close to the person a question names: "Ana's friend", "her kids".
+_RELATIVE_OF = re.compile(
+    r"'s\s+(?:\w+\s+)?(?:friends?|family|mom|mother|dad|father|parents?|husband|wife|partner|"
+    r"kids?|children|child|sons?|daughters?|sisters?|brothers?|siblings?|grand\w+|boss|"
+    r"colleagues?|co-?workers?|team|group|band|neighbou?rs?|dog|cat|pet)\b",
     re.I,
 )
 _YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)

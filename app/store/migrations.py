@@ -109,8 +109,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "lexical index; author-prefixed text re-embedded",
         (
             # One row per live message, keyed by its id (see app.store.lexical).
-            "CREATE VIRTUAL TABLE message_text USING fts5(channel_id UNINDEXED, author, body, "
-            "alt, date, ctx, tokenize='porter unicode61')",
+            "CREATE VIRTUAL TABLE message_text USING fts5(channel_id UNINDEXED, scope, author, "
+            "body, alt, date, ctx, tokenize='porter unicode61')",
             "CREATE INDEX ix_messages_channel_author ON messages (channel_id, author_id)",
             # What is embedded is now "author: text [photo: alt text]": embed everything again.
             "UPDATE messages SET index_state = 'pending' WHERE deleted = FALSE",

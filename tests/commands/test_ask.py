@@ -59,6 +59,9 @@ def test_an_answer_about_the_wrong_person_is_not_attributed() -> None:
     assert not attributed([by_ben], ana)
     assert attributed([about_ana], ana) and attributed([to_ana], ana)
     assert attributed([by_ben, by_ana], ana)
+    # About someone close to her, the answer is someone else's by design.
+    assert attributed([by_ben], ana, "When did Ana's best friend adopt a child?")
+    assert not attributed([by_ben], ana, "What did Ana paint?")
     # Nothing cited, or not exactly one member named: nothing to check.
     assert attributed([], ana)
     assert attributed([by_ben], {"u-ana": "Ana", "u-ben": "Ben"})
