@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from app.errors import BotError
 from app.llm.chat import PromptInput, Turn
+from app.llm.dates import day, resolve
 
 
 class PromptError(BotError):
@@ -165,13 +166,17 @@ def quote_line(quote: Quote, number: int | None = None, *, max_chars: int = QUOT
 
 
 def ask_line(quote: Quote, number: int, *, channel: bool = False) -> str:
-    """One quoted line of /ask: `[n] 8 May 2023, author: text` (`in #channel` when asked)."""
+    """One quoted line of /ask: `[n] 8 May 2023, author: text` (`in #channel` when asked).
+
+    Relative dates in the text are followed by the date they mean (`app.llm.dates`).
+    """
     when = quote.timestamp if quote.timestamp.tzinfo else quote.timestamp.replace(tzinfo=UTC)
     when = when.astimezone(UTC)
     author = neutralise(quote.author) or "someone"
     where = f" in #{neutralise(quote.channel).lstrip('#') or 'unknown'}" if channel else ""
-    text = neutralise(_clip(quote.text, QUOTE_MAX_CHARS))
-    return f"[{number}] {when.day} {when:%B %Y}, {author}{where}: {text}\n"
+    # Relative dates come resolved: the model answers "when" from the line alone.
+    text = neutralise(_clip(resolve(quote.text, when), QUOTE_MAX_CHARS))
+    return f"[{number}] {day(when)}, {author}{where}: {text}\n"
 
 
 def ask_prompt(
