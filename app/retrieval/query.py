@@ -3,8 +3,8 @@
 Measured on long real conversations (LoCoMo, see bench/quality.py), three
 things decide whether the message that answers is found:
 
-- The lexical query is an OR of the question's content words, each quoted, so
-  that nothing a member types is read as FTS syntax (AND, NEAR, `*`, `:`).
+- The lexical query is an OR of the question's content words (`terms`), each
+  quoted by the store, so that nothing a member types is read as FTS syntax.
 - A member named in the question is not a word to match: their name pulls in
   messages that *address* them ("hey Caroline!"). It is taken out of the dense
   query and instead boosts that member's own messages.
@@ -64,11 +64,6 @@ def terms(text: str) -> list[str]:
         if len(word) > 1 and word not in STOPWORDS and word not in found:
             found.append(word)
     return found
-
-
-def fts_query(words: list[str]) -> str:
-    """An FTS5 query matching any of `words`, each quoted so no word is read as syntax."""
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 def _name_pattern(name: str) -> re.Pattern[str]:

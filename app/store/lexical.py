@@ -110,13 +110,14 @@ class LexicalQueries:
             if not terms:
                 return []
             rows = await self._database.fetch_all(
-                "SELECT t.id AS id, ts_rank(:weights, t.document, q, 1) AS score "
+                # Weights of D, C, B, A: context is D, the message itself A.
+                "SELECT t.id AS id, ts_rank('{0.35, 0.35, 0.35, 1.0}', t.document, q, 1) "
+                "AS score "
                 "FROM message_text t, to_tsquery('english', :query) q "
                 f"WHERE t.document @@ q AND {' AND '.join(where)} "
                 "ORDER BY score DESC LIMIT :limit",
                 {
                     **values,
-                    "weights": "{0.35, 0.35, 0.35, 1.0}",
                     "query": " | ".join(dict.fromkeys(terms)),
                     "limit": limit,
                 },

@@ -8,7 +8,6 @@ import pytest
 
 from app.retrieval.query import (
     Period,
-    fts_query,
     named,
     parse_when,
     period_in,
@@ -28,10 +27,6 @@ def test_terms_are_the_content_words_once() -> None:
         "group",
     ]
     assert terms("Is it? is IT?") == []
-
-
-def test_fts_query_quotes_every_word() -> None:
-    assert fts_query(["near", 'say"hi']) == '"near" OR "say""hi"'
 
 
 def test_names_are_found_as_whole_words_and_taken_out() -> None:
