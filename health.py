@@ -31,9 +31,10 @@ from redis.exceptions import RedisError
 
 from app.jobs import (
     HEARTBEAT_INTERVAL,
-    HEARTBEAT_KEY,
     INTEGRITY_KEY,
-    QUEUE_NAME,
+    QUEUE_NAMES,
+    WORKER_HEARTBEAT_PREFIX,
+    WORKER_HEARTBEAT_TTL,
     WORKER_REPORT_KEY,
 )
 from app.ops.windows import LATENCY_BUCKETS, MinuteWindow, percentile
@@ -202,28 +203,55 @@ class HealthChecker:
         return {"ok": used < limit, "percent": round(float(used), 1), "limit": limit}
 
     async def worker(self) -> Check:
-        """The worker's heartbeat is fresh: arq rewrote its health-check key recently."""
+        """Every worker's own heartbeat, each with its age: ok while one of them is fresh.
+
+        Ages come from the keys' remaining lives, not from clocks, so workers on other
+        machines are judged alike whatever their clocks say.
+        """
+        keys = [k async for k in self._redis.scan_iter(match=WORKER_HEARTBEAT_PREFIX + "*")]
         pipe = self._redis.pipeline(transaction=False)
-        pipe.get(HEARTBEAT_KEY)
-        pipe.pttl(HEARTBEAT_KEY)
-        value, ttl_ms = await pipe.execute()
-        if value is None:
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = await pipe.execute() if keys else []
+        limit = self.thresholds.heartbeat_max_age
+        workers = []
+        for key, value, ttl_ms in zip(keys, replies[::2], replies[1::2], strict=True):
+            if value is None:  # expired between the scan and the read
+                continue
+            info = json.loads(value)
+            age = WORKER_HEARTBEAT_TTL - max(0, ttl_ms) / 1000.0
+            workers.append(
+                {
+                    "id": key.decode().removeprefix(WORKER_HEARTBEAT_PREFIX),
+                    "ok": age <= limit,
+                    "age_s": round(age, 1),
+                    "running": info.get("running"),
+                    "generators": info.get("generators"),
+                }
+            )
+        if not workers:
             return {"ok": False, "error": "no worker heartbeat: is the worker running?"}
-        age = HEARTBEAT_INTERVAL + 1.0 - max(0, ttl_ms) / 1000.0
+        workers.sort(key=lambda w: (w["age_s"], w["id"]))
+        alive = sum(1 for w in workers if w["ok"])
         return {
-            "ok": age <= self.thresholds.heartbeat_max_age,
-            "age_s": round(age, 1),
-            "limit_s": self.thresholds.heartbeat_max_age,
-            "info": value.decode(errors="replace"),
+            "ok": alive > 0,
+            "alive": alive,
+            "age_s": workers[0]["age_s"],
+            "limit_s": limit,
+            "workers": workers,
         }
 
     async def queue(self) -> Check:
-        """Jobs waiting in the queue, and how long the oldest has waited."""
+        """Jobs waiting in the queues (general and answers), and how long the oldest waited."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zcard(QUEUE_NAME)
-        pipe.zrange(QUEUE_NAME, 0, 0, withscores=True)
-        depth, oldest = await pipe.execute()
-        wait = max(0.0, self._clock() - oldest[0][1] / 1000.0) if oldest else 0.0
+        for name in QUEUE_NAMES:
+            pipe.zcard(name)
+            pipe.zrange(name, 0, 0, withscores=True)
+        replies = await pipe.execute()
+        depth = sum(replies[::2])
+        oldest = [entries[0][1] for entries in replies[1::2] if entries]
+        wait = max(0.0, self._clock() - min(oldest) / 1000.0) if oldest else 0.0
         limit = self.thresholds.queue_depth
         return {"ok": depth <= limit, "depth": depth, "limit": limit, "oldest_s": round(wait, 1)}
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
+import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from arq.connections import ArqRedis
 from arq.cron import cron
@@ -18,47 +18,56 @@ from arq.worker import Worker, func
 from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
-from app.commands.ask import answer_for_terminal
 from app.commands.delivery import RedisFollowupLedger, Reply
 from app.commands.handlers import HANDLERS
 from app.commands.resources import Resources, open_resources
+from app.discord.shared_limits import SharedLimits
 from app.errors import CommandError, UsageError
 from app.interactions.commands import is_ephemeral
 from app.interactions.invocation import InvalidInvocation, Invocation
 from app.jobs import (
+    ANSWER_QUEUE_NAME,
     BACKUP_JOB,
     HANDLE_INTERACTION,
     HEARTBEAT_INTERVAL,
     IN_PROGRESS_KEY_PREFIX,
     INTEGRITY_JOB,
-    INTEGRITY_KEY,
     INTERACTION_TOKEN_LIFETIME,
-    LAST_SYNC_KEY,
     QUEUE_NAME,
     RUN_ASK,
+    RUN_FORGET,
+    RUN_REINDEX,
     RUN_SYNC,
     SYNC_GUILDS,
     VACUUM_JOB,
-    WORKER_REPORT_KEY,
+    worker_heartbeat_key,
 )
 from app.logs import interaction_id_var
-from app.ops.backup import snapshot
-from app.ops.upkeep import check_integrity, vacuum
+from app.ops.leases import RedisLeases, holder_name
 from app.ops.windows import MinuteWindow, WindowFlusher, stop_task
 from app.settings import Settings
 from app.store.models import AuditEntry
-from health import disk_percent
+from workers.background import (
+    SYNC_JOB_TIMEOUT,
+    backup_state,
+    integrity_job,
+    run_ask,
+    run_forget,
+    run_reindex,
+    run_sync,
+    sync_configured_guilds,
+    vacuum_job,
+)
 from workers.metrics import WorkerMetrics
+from workers.report import report, report_every
 
 logger = logging.getLogger(__name__)
 
 # Leave the last moments of the token's life unused: a reply needs time to land.
 _TOKEN_MARGIN = 20.0
-# A sync runs at most this long per job; the next run resumes from the stored cursors.
-SYNC_JOB_TIMEOUT = 3600
-T = TypeVar("T")
-# A backup waits this long for a running sync to finish before giving up.
-BACKUP_WAIT = 600.0
+# Answers a worker generates at once: its one model serves one generation at a time, so it
+# takes one job from the answer queue at a time and leaves the rest to idle workers.
+GENERATORS = 1
 
 
 async def handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -> str:
@@ -174,102 +183,22 @@ async def _dispatch(
         return "error"
 
 
-async def sync_configured_guilds(ctx: dict[str, Any]) -> str:
-    """The periodic sync of SYNC_GUILD_IDS; runs never overlap."""
-    resources: Resources = ctx["resources"]
-    settings = resources.settings
-    if not settings.sync_guild_ids or settings.discord_bot_token is None:
-        return "not configured"
-    if resources.sync.running:
-        return "skipped: a sync is running"
-    now = ctx.get("clock", time.time)()
-    last = await ctx["redis"].get(LAST_SYNC_KEY)
-    if last is not None and now - float(last) < settings.sync_interval:
-        return "not due"
-    await ctx["redis"].set(LAST_SYNC_KEY, str(now))
-    summary = await _timed(ctx, SYNC_GUILDS, resources.sync.sync_guilds(settings.sync_guild_ids))
-    ctx["metrics"].synced(summary.new, summary.edited, summary.deleted)
-    return summary.line()
-
-
-async def run_sync(ctx: dict[str, Any], guilds: list[str], channels: list[str]) -> str:
-    """A sync asked for on the command line while this worker owns the state."""
-    resources: Resources = ctx["resources"]
-    metrics: WorkerMetrics = ctx["metrics"]
-    lines = []
-    if guilds:
-        summary = await _timed(ctx, RUN_SYNC, resources.sync.sync_guilds(guilds))
-        metrics.synced(summary.new, summary.edited, summary.deleted)
-        lines.append(summary.line())
-    if channels:
-        summary = await _timed(ctx, RUN_SYNC, resources.sync.sync_channels(channels))
-        metrics.synced(summary.new, summary.edited, summary.deleted)
-        lines.append(summary.line())
-    return "; ".join(lines)
-
-
-async def backup_state(ctx: dict[str, Any], dest: str) -> str:
-    """A backup asked for on the command line while this worker owns the state."""
-    resources: Resources = ctx["resources"]
-    waited = 0.0
-    # A sync writes the database and the index together; copy them between syncs.
-    while resources.sync.running:
-        if waited >= BACKUP_WAIT:
-            raise UsageError(f"a sync has been running for over {BACKUP_WAIT:.0f} s; try later")
-        await asyncio.sleep(1.0)
-        waited += 1.0
-    result = await _timed(
-        ctx, BACKUP_JOB, asyncio.to_thread(snapshot, resources.settings, Path(dest))
-    )
-    return result.line("backed up to")
-
-
-async def integrity_job(ctx: dict[str, Any]) -> str:
-    """Daily: PRAGMA integrity_check and an index probe; the result goes to /health."""
-    resources: Resources = ctx["resources"]
-    result = await _timed(
-        ctx, INTEGRITY_JOB, check_integrity(resources.state.store, resources.state.index)
-    )
-    await ctx["redis"].set(INTEGRITY_KEY, json.dumps(result))
-    return "ok" if result["ok"] else str(result["error"])
-
-
-async def vacuum_job(ctx: dict[str, Any]) -> str:
-    """Weekly: VACUUM and ANALYZE the database."""
-    resources: Resources = ctx["resources"]
-    return await _timed(ctx, VACUUM_JOB, vacuum(resources.state.store))
-
-
-async def _timed(ctx: dict[str, Any], name: str, work: Awaitable[T]) -> T:
-    """Await `work`, counting it as a job named `name` in the metrics."""
-    metrics: WorkerMetrics = ctx["metrics"]
-    started = time.monotonic()
-    outcome = "failed"
-    try:
-        result = await work
-        outcome = "ok"
-        return result
-    finally:
-        metrics.job_done(name, outcome, time.monotonic() - started)
-
-
-async def run_ask(
-    ctx: dict[str, Any], question: str, channel_id: str, scope: str, user_id: str | None
-) -> str:
-    """A question asked on the command line while this worker owns the state."""
-    resources: Resources = ctx["resources"]
-    return await answer_for_terminal(resources, question, channel_id, scope=scope, user_id=user_id)
-
-
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     metrics: WorkerMetrics = ctx["metrics"]
     redis: ArqRedis = ctx["redis"]
     if settings.discord_bot_token is None:
         logger.warning("DISCORD_BOT_TOKEN is not set: sync cannot run; replies still work")
+    ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    ctx["started_at"] = time.time()
+    ctx["generators"] = GENERATORS
+    ctx["leases"] = RedisLeases(redis, holder_name("worker"))
     resources = await open_resources(
         settings,
         "worker",
+        leases=ctx["leases"],
+        # Every worker spends from the one token: Discord's limits are kept in Redis.
+        shared_limits=SharedLimits(redis),
         observer=metrics,
         on_generation=lambda g: metrics.generation_done(
             g.prompt_tokens, g.tokens, g.tokens_per_second
@@ -291,57 +220,70 @@ async def _startup(ctx: dict[str, Any]) -> None:
         lambda: metrics.interaction_snapshot(HANDLE_INTERACTION),
     )
     ctx["flusher"] = flusher
-    await _report(resources, redis, metrics)
+    await report(ctx)
+    answers = _answer_worker(ctx)
+    ctx["answer_worker"] = answers
     ctx["background"] = [
         asyncio.create_task(flusher.run()),
-        asyncio.create_task(_report_every(resources, redis, metrics, HEARTBEAT_INTERVAL)),
+        asyncio.create_task(report_every(ctx, HEARTBEAT_INTERVAL)),
     ]
+    answers.main_task = asyncio.create_task(answers.main())
 
 
-async def _report(resources: Resources, redis: ArqRedis, metrics: WorkerMetrics) -> None:
-    """Write what /health needs from the worker: its database, its index and its disk."""
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(1.0):
-            await resources.state.store.database.fetch_val("SELECT 1")
-        database: dict[str, Any] = {
-            "ok": True,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-        }
-    except Exception as exc:
-        logger.exception("the database did not answer")
-        database = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
-    metrics.database_seconds.labels("ping").observe(time.perf_counter() - started)
-    try:
-        async with asyncio.timeout(1.0):
-            index = await resources.state.check_index()
-    except TimeoutError:
-        index = {"ok": False, "error": "the index did not answer within 1 s"}
-    except Exception as exc:
-        logger.exception("the index check failed")
-        index = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
-    report = {
-        "database": database,
-        "index": index,
-        "disk_percent": await asyncio.to_thread(disk_percent, resources.settings.data_dir),
-    }
-    await redis.set(WORKER_REPORT_KEY, json.dumps(report), ex=3 * HEARTBEAT_INTERVAL)
+def _answer_worker(ctx: dict[str, Any]) -> Worker:
+    """The second arq Worker of this process: the answer queue, one job per generator.
+
+    It shares the first's context (resources, Redis, metrics), so it costs nothing to
+    open; the first keeps the general queue (search, stats, sync, cron jobs).
+    """
+    main: Worker = ctx["main_worker"]
+    return Worker(
+        functions=[
+            func(handle_interaction, name=HANDLE_INTERACTION, timeout=main.job_timeout_s),
+        ],
+        queue_name=ANSWER_QUEUE_NAME,
+        redis_pool=ctx["redis"],
+        burst=main.burst,
+        poll_delay=main.poll_delay_s,
+        handle_signals=False,
+        ctx=ctx,
+        max_jobs=GENERATORS,
+        max_tries=main.max_tries,
+        job_timeout=main.job_timeout_s,
+        keep_result=main.keep_result_s,
+        health_check_interval=HEARTBEAT_INTERVAL,
+    )
 
 
-async def _report_every(
-    resources: Resources, redis: ArqRedis, metrics: WorkerMetrics, interval: float
-) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await _report(resources, redis, metrics)
-        except (RedisError, OSError) as exc:
-            logger.warning("could not write the worker's health report: %s", exc)
+async def _stop_answer_worker(ctx: dict[str, Any]) -> None:
+    """Let a burst run finish its answer queue; otherwise stop taking answers, and cancel
+    the running ones (arq runs them again, on this worker or another)."""
+    answers: Worker | None = ctx.pop("answer_worker", None)
+    if answers is None or answers.main_task is None:
+        return
+    if not answers.burst:
+        answers.allow_pick_jobs = False
+        for task in answers.tasks.values():
+            task.cancel()
+        answers.main_task.cancel()
+    results = await asyncio.gather(
+        answers.main_task, *answers.tasks.values(), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, Exception):
+            logger.error("the answer queue stopped with an error: %r", result)
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    await _stop_answer_worker(ctx)
     for task in ctx.pop("background", []):
         await stop_task(task)
+    worker_id = ctx.get("worker_id")
+    if worker_id is not None:
+        try:
+            await ctx["redis"].delete(worker_heartbeat_key(worker_id))
+        except (RedisError, OSError) as exc:
+            logger.warning("could not remove this worker's heartbeat: %s", exc)
     flusher: WindowFlusher | None = ctx.get("flusher")
     if flusher is not None:
         try:
@@ -371,11 +313,14 @@ def build_worker(
         **(ctx or {}),
     }
     timeout = job_timeout if job_timeout is not None else settings.answer_deadline + 60
-    return Worker(
+    worker = Worker(
         functions=[
             func(handle_interaction, name=HANDLE_INTERACTION, timeout=timeout),
             func(run_sync, name=RUN_SYNC, timeout=SYNC_JOB_TIMEOUT, max_tries=1),
             func(run_ask, name=RUN_ASK, timeout=timeout, max_tries=1),
+            func(run_reindex, name=RUN_REINDEX, timeout=SYNC_JOB_TIMEOUT, max_tries=1),
+            func(run_forget, name=RUN_FORGET, timeout=SYNC_JOB_TIMEOUT, max_tries=1),
+            func(backup_state, name=BACKUP_JOB, timeout=SYNC_JOB_TIMEOUT, max_tries=1),
         ],
         cron_jobs=[
             cron(
@@ -422,6 +367,9 @@ def build_worker(
         keep_result=INTERACTION_TOKEN_LIFETIME,
         health_check_interval=HEARTBEAT_INTERVAL,
     )
+    # The answer queue's worker, started with the resources, copies this one's settings.
+    context["main_worker"] = worker
+    return worker
 
 
 def run_worker(settings: Settings) -> int:

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.discord.rest import DiscordRest, RestObserver
+from app.discord.shared_limits import SharedLimits
 from app.llm.generator import Generation, Generator
+from app.ops.leases import Leases
 from app.retrieval.search import Retriever
 from app.settings import Settings
 from app.state import State
@@ -48,6 +50,8 @@ async def open_resources(
     *,
     model: bool = True,
     discard_damaged_index: bool = False,
+    leases: Leases | None = None,
+    shared_limits: SharedLimits | None = None,
     observer: RestObserver | None = None,
     on_generation: Callable[[Generation], None] | None = None,
     on_search: Callable[[float], None] | None = None,
@@ -66,9 +70,18 @@ async def open_resources(
         except BaseException:
             await state.close()
             raise
-    rest = DiscordRest(settings.discord_api_base, settings.discord_bot_token, observer=observer)
+    rest = DiscordRest(
+        settings.discord_api_base,
+        settings.discord_bot_token,
+        observer=observer,
+        shared_limits=shared_limits,
+    )
     sync = SyncRunner(
-        rest, state.store, state.indexer, recheck_seconds=settings.sync_recheck_days * 86_400
+        rest,
+        state.store,
+        state.indexer,
+        recheck_seconds=settings.sync_recheck_days * 86_400,
+        leases=leases,
     )
     return Resources(
         settings=settings,

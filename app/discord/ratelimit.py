@@ -227,10 +227,14 @@ class RateLimiter:
         self._cap_lock = asyncio.Lock()
         self._cap_released = asyncio.Event()
 
+    def bucket_key(self, route: CompiledRoute) -> str:
+        """The name of the bucket a request on this route spends from."""
+        name = self._route_hashes.get(route.route.key, route.route.key)
+        return f"{name}:{route.major}"
+
     def bucket(self, route: CompiledRoute) -> Bucket:
         """The bucket a request on this route spends from."""
-        name = self._route_hashes.get(route.route.key, route.route.key)
-        key = f"{name}:{route.major}"
+        key = self.bucket_key(route)
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) > _PRUNE_ABOVE:

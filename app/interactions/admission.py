@@ -52,6 +52,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from app.errors import BotError
 from app.jobs import (
+    ANSWER_QUEUE_NAME,
     HANDLE_INTERACTION,
     JOB_KEY_PREFIX,
     QUEUE_NAME,
@@ -66,7 +67,8 @@ RATE_WINDOW_MS: Final = 60_000
 # What ArqRedis.enqueue_job writes as the job's try number when given one.
 JOB_TRY: Final = 1
 
-# KEYS: job, result, queue, rate counter; ARGV: pickled job, score, job id.
+# KEYS: job, result, queue, rate counter, the other queue; ARGV: pickled job, score, job id.
+# The queue limit counts the jobs waiting in both queues (general and answers).
 # The expiry, window and limits are written into the text: fewer arguments to
 # encode per call, and a Redis shared by differently configured instances
 # still runs each one's own script, since the SHA-1 differs.
@@ -74,7 +76,8 @@ _SCRIPT_TEMPLATE: Final = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
   return {0, 0}
 end
-if %(queue_limit)d > 0 and redis.call('ZCARD', KEYS[3]) >= %(queue_limit)d then
+if %(queue_limit)d > 0
+    and redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5]) >= %(queue_limit)d then
   return {3, 0}
 end
 local count = redis.call('INCR', KEYS[4])
@@ -231,16 +234,23 @@ class Admission:
         self._connecting = asyncio.Lock()
 
     async def admit(
-        self, interaction: dict[str, Any], interaction_id: str, user_id: str
+        self,
+        interaction: dict[str, Any],
+        interaction_id: str,
+        user_id: str,
+        *,
+        queue: str = QUEUE_NAME,
     ) -> Verdict:
-        """Queue the interaction as a `handle_interaction` job unless refused (see the module)."""
+        """Queue the interaction as a `handle_interaction` job on `queue` unless refused
+        (see the module)."""
         enqueue_time_ms = int(self.clock() * 1000)
         job = serialize_job(HANDLE_INTERACTION, (interaction,), {}, JOB_TRY, enqueue_time_ms)
         keys_and_args = (
             JOB_KEY_PREFIX + interaction_id,
             RESULT_KEY_PREFIX + interaction_id,
-            QUEUE_NAME,
+            queue,
             RATE_KEY_PREFIX + user_id,
+            ANSWER_QUEUE_NAME if queue == QUEUE_NAME else QUEUE_NAME,
             job,
             enqueue_time_ms,
             interaction_id,
@@ -273,11 +283,11 @@ class Admission:
         if link is None or link.broken:
             link = await self._connect()
         try:
-            reply = await link.execute("EVALSHA", self.script_sha, 4, *keys_and_args)
+            reply = await link.execute("EVALSHA", self.script_sha, 5, *keys_and_args)
         except NoScriptError:
             logger.info("loading the admission script into redis")
             await link.execute("SCRIPT", "LOAD", self.script)
-            reply = await link.execute("EVALSHA", self.script_sha, 4, *keys_and_args)
+            reply = await link.execute("EVALSHA", self.script_sha, 5, *keys_and_args)
         result: list[Any] = reply
         return result
 

@@ -11,7 +11,7 @@ from typing import Any, Final
 from app.discord.permissions import MANAGE_GUILD
 from app.interactions import responses
 from app.interactions.admission import Admission, AdmissionUnavailable, Outcome
-from app.interactions.commands import COMMAND_NAMES, SYNC, is_ephemeral
+from app.interactions.commands import COMMAND_NAMES, SYNC, is_ephemeral, queue_for
 from app.interactions.invocation import InvalidInvocation, Invocation
 from app.interactions.models import (
     APPLICATION_COMMAND,
@@ -147,7 +147,7 @@ class InteractionEndpoint:
         if name == SYNC and not interaction.has_permission(MANAGE_GUILD):
             text = "Only members with the Manage Server permission can use /sync."
             return _Result(200, responses.ephemeral_message(text), "forbidden", interaction)
-        problem = self.options.problem(name, interaction.options)
+        problem = self.options.problem(name, interaction.options, interaction.command_type)
         if problem is not None:
             return _Result(200, responses.ephemeral_message(problem), "bad_options", interaction)
         return interaction
@@ -166,7 +166,10 @@ class InteractionEndpoint:
         assert name is not None  # _check_command let only known commands through
         try:
             verdict = await self.admission.admit(
-                interaction.raw, interaction.id, interaction.user_id or _UNKNOWN_USER
+                interaction.raw,
+                interaction.id,
+                interaction.user_id or _UNKNOWN_USER,
+                queue=queue_for(name),
             )
         except AdmissionUnavailable as exc:
             logger.warning("interaction %s not admitted: %s", interaction.id, exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +17,35 @@ from app.errors import BotError
 from app.ops.backup import INTEGRITY_ROWS
 from app.retrieval.index import MessageIndex
 from app.store.db import Store
+from app.store.lexical import rebuild_lexical
 from app.store.models import IndexState
+from app.sync.indexer import Indexer
 
 logger = logging.getLogger(__name__)
+
+
+async def rebuild_index(
+    store: Store,
+    index: MessageIndex,
+    indexer: Indexer,
+    on_indexed: Callable[[int], None] | None = None,
+) -> str:
+    """Rebuild the lexical and the vector index from the store, the source of truth.
+
+    The caller holds the maintenance lease, so no sync writes meanwhile. Workers answering
+    meanwhile reopen the recreated collection by name and find more as it fills.
+    """
+    started = time.monotonic()
+    async with store.database.transaction():
+        await rebuild_lexical(store.database)
+    await index.areset()
+    await store.reset_index_state()
+    counts = await indexer.drain(on_indexed)
+    total = await index.acount()
+    return (
+        f"reindexed {counts.embedded} messages; the index holds {total}; "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
 
 async def check_integrity(store: Store, index: MessageIndex) -> dict[str, Any]:

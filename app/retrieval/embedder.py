@@ -42,6 +42,7 @@ onnxruntime and tokenizers are imported inside the methods that need them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -176,7 +177,12 @@ class Embedder:
             raise EmbedderError("no cache_dir to keep the exported ONNX file in")
         path = self.cache_dir / f"{_EXPORT_PREFIX}{_fingerprint(self.model_dir)}.onnx"
         if not path.exists():
-            export_onnx(self.model_dir, path, max_seq_length=self.max_seq_length)
+            # Workers sharing the cache export once: the others wait, then read the file.
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with (self.cache_dir / ".export.lock").open("a") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                if not path.exists():
+                    export_onnx(self.model_dir, path, max_seq_length=self.max_seq_length)
         engine = _OnnxEngine(path, self)
         # Exports of another model version or recipe are never read again. A process still
         # running on one loaded it whole at start-up, so removing the file is safe.

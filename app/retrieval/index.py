@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 
 from app.errors import BotError
@@ -131,6 +132,26 @@ def open_chroma(path: Path | None, url: str | None) -> ClientAPI:
         raise
 
 
+def close_chroma(client: ClientAPI) -> None:
+    """Close a client of `open_chroma`, and a server client's HTTP connections with it.
+
+    chromadb keeps one client per path in the process until its last user closes it
+    (`Client.close`; the ClientAPI type does not declare it). Its HTTP client (1.5) stops
+    without closing the connection pools of the client and of the admin client inside it:
+    their sockets would be left to the garbage collector, so they are closed here.
+    """
+    sessions = [
+        getattr(getattr(owner, "_server", None), "_session", None)
+        for owner in (client, getattr(client, "_admin_client", None))
+    ]
+    close = getattr(client, "close", None)
+    if callable(close):
+        close()
+    for session in sessions:
+        if isinstance(session, httpx.Client):
+            session.close()
+
+
 def _forget_system(identifier: str) -> None:
     """Drop the System chromadb cached for a path whose start failed.
 
@@ -181,8 +202,10 @@ class MessageIndex:
                 }
                 for item in batch
             ]
-            with self._write_lock, _translated("upsert into the index"):
-                self._collection.upsert(
+            with self._write_lock:
+                self._use(
+                    "upsert into the index",
+                    "upsert",
                     ids=[str(item.id) for item in batch],
                     embeddings=vectors[start : start + BATCH_SIZE],
                     metadatas=metadatas,
@@ -193,15 +216,14 @@ class MessageIndex:
         """Remove the given message ids; unknown ids are ignored."""
         for start in range(0, len(ids), BATCH_SIZE):
             batch = [str(i) for i in ids[start : start + BATCH_SIZE]]
-            with self._write_lock, _translated("delete from the index"):
-                self._collection.delete(ids=batch)
+            with self._write_lock:
+                self._use("delete from the index", "delete", ids=batch)
                 # The deleted ids' channels are not known here: drop every copy.
                 self._vectors.invalidate()
 
     def count(self) -> int:
         """Number of vectors in the index."""
-        with _translated("count the index"):
-            return int(self._collection.count())
+        return int(self._use("count the index", "count"))
 
     def reset(self) -> None:
         """Drop and recreate the collection, for a full rebuild."""
@@ -249,8 +271,7 @@ class MessageIndex:
         scores: dict[int, float] = {}
         for start in range(0, len(ids), 1000):
             batch = [str(i) for i in ids[start : start + 1000]]
-            with _translated("read vectors"):
-                got = self._collection.get(ids=batch, include=["embeddings"])
+            got = self._use("read vectors", "get", ids=batch, include=["embeddings"])
             embeddings = got["embeddings"]
             if embeddings is None or not len(got["ids"]):
                 continue
@@ -269,12 +290,13 @@ class MessageIndex:
 
     def _load_channels(self, channels: list[str], limit: int) -> dict[str, ChannelMatrix] | None:
         """The vectors of some channels, or None when they hold more than `limit`."""
-        with _translated("read channel vectors"):
-            got = self._collection.get(
-                where=_channel_filter(frozenset(channels)),
-                include=["embeddings", "metadatas"],
-                limit=limit + 1,
-            )
+        got = self._use(
+            "read channel vectors",
+            "get",
+            where=_channel_filter(frozenset(channels)),
+            include=["embeddings", "metadatas"],
+            limit=limit + 1,
+        )
         ids = got["ids"]
         if len(ids) > limit:
             return None
@@ -331,13 +353,14 @@ class MessageIndex:
         return vector
 
     def _search(self, vector: Vectors, n: int, *, where: dict[str, Any] | None) -> list[Hit]:
-        with _translated("query the index"):
-            result = self._collection.query(
-                query_embeddings=vector[None, :],
-                n_results=n,
-                where=where,
-                include=["metadatas", "distances"],
-            )
+        result = self._use(
+            "query the index",
+            "query",
+            query_embeddings=vector[None, :],
+            n_results=n,
+            where=where,
+            include=["metadatas", "distances"],
+        )
         ids = result["ids"][0]
         distances = (result["distances"] or [[]])[0]
         metadatas = (result["metadatas"] or [[]])[0]
@@ -345,6 +368,23 @@ class MessageIndex:
             Hit(id=int(i), similarity=1.0 - float(d), channel_id=str(m["channel_id"]))
             for i, d, m in zip(ids, distances, metadatas, strict=True)
         ]
+
+    def _use(self, action: str, method: str, **kwargs: Any) -> Any:
+        """Call the collection's `method`. When another process rebuilt the collection (a
+        reindex drops and recreates it by name), reopen it by name and call once more, so
+        answers go on through a reindex."""
+        from chromadb.errors import NotFoundError
+
+        with _translated(action):
+            collection = self._collection
+            try:
+                return getattr(collection, method)(**kwargs)
+            except NotFoundError:
+                if self._collection is collection:
+                    logger.info("the %s collection was rebuilt; reopening it", COLLECTION)
+                    self._collection = self._open_collection()
+                    self._vectors.invalidate()
+                return getattr(self._collection, method)(**kwargs)
 
     def _open_collection(self) -> Collection:
         with _translated("open the messages collection"):

@@ -12,6 +12,7 @@ from typing import Any
 from app.discord.errors import DiscordForbidden, DiscordNotFound
 from app.discord.payloads import channel_from_discord, role_from_discord
 from app.discord.rest import DiscordRest
+from app.ops.leases import Leases, LocalLeases, channel_sync
 from app.store.db import Store
 from app.store.models import ChannelRecord
 from app.sync.history import ChannelResult, HistorySync
@@ -36,6 +37,8 @@ class SyncSummary:
     embedded: int = 0
     seconds: float = 0.0
     no_access: list[str] = field(default_factory=list)
+    # Channels another worker was syncing (or a maintenance job held) all along: skipped.
+    busy: list[str] = field(default_factory=list)
     content_intent_missing: bool = False
 
     def add(self, result: ChannelResult, name: str) -> None:
@@ -57,13 +60,22 @@ class SyncSummary:
             text += f"; no access to {len(self.no_access)}: " + ", ".join(
                 f"#{n}" for n in self.no_access[:5]
             )
+        if self.busy:
+            text += f"; {len(self.busy)} being synced by another worker: " + ", ".join(
+                f"#{n}" for n in self.busy[:5]
+            )
         if self.content_intent_missing:
             text += "; message text is missing: enable the MESSAGE CONTENT intent"
         return text
 
 
 class SyncRunner:
-    """Runs syncs one at a time (a second caller waits for the first)."""
+    """Runs syncs one at a time (a second caller waits for the first).
+
+    Across processes, `leases` let one sync of a channel run at a time on any worker and
+    keep syncs out of the way of maintenance (app.ops.leases); a channel still held by
+    another after `busy_wait` seconds is skipped and named in the summary.
+    """
 
     def __init__(
         self,
@@ -73,8 +85,12 @@ class SyncRunner:
         *,
         recheck_seconds: float,
         clock: Callable[[], float] = time.time,
+        leases: Leases | None = None,
+        busy_wait: float = 5.0,
     ) -> None:
         self._rest = rest
+        self._leases: Leases = leases if leases is not None else LocalLeases()
+        self._busy_wait = busy_wait
         self._store = store
         self._indexer = indexer
         self._recheck_seconds = recheck_seconds
@@ -140,7 +156,11 @@ class SyncRunner:
         indexing = asyncio.create_task(self._indexer.follow(pages_written, done))
         try:
             for channel in channels:
-                summary.add(await history.sync_channel(channel), channel.name)
+                async with channel_sync(self._leases, channel.id, wait=self._busy_wait) as held:
+                    if not held:
+                        summary.busy.append(channel.name)
+                        continue
+                    summary.add(await history.sync_channel(channel), channel.name)
                 pages_written.set()
         except BaseException:
             # The index catches up on what was stored even when the run fails part-way,

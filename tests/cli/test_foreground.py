@@ -41,7 +41,7 @@ async def search(settings: Settings, query: str) -> list[int]:
         await state.close()
 
 
-def test_register_commands_puts_the_five_commands(fake_discord: FakeDiscord) -> None:
+def test_register_commands_puts_every_command(fake_discord: FakeDiscord) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -58,9 +58,11 @@ def test_register_commands_puts_the_five_commands(fake_discord: FakeDiscord) -> 
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Registered 5 commands in guild 123456789012345678:")
-    for name in ("ask", "search", "summarize", "stats", "sync"):
+    assert done.stdout.startswith("Registered 8 commands in guild 123456789012345678:")
+    for name in ("ask", "search", "summarize", "stats", "sync", "privacy"):
         assert f"/{name}" in done.stdout
+    for name in ("Find related", "Summarize from here"):
+        assert f'"{name}" (message menu)' in done.stdout
     [put] = fake_discord.requests_for(
         "PUT /applications/{application_id}/guilds/{guild_id}/commands"
     )

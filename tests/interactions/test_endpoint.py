@@ -20,7 +20,7 @@ from app.interactions.admission import Admission
 from app.interactions.commands import ASK, SEARCH, STATS, SUMMARIZE, SYNC
 from app.interactions.endpoint import InteractionEndpoint
 from app.interactions.verify import SignatureVerifier
-from app.jobs import HANDLE_INTERACTION, JOB_KEY_PREFIX, QUEUE_NAME
+from app.jobs import ANSWER_QUEUE_NAME, HANDLE_INTERACTION, JOB_KEY_PREFIX, QUEUE_NAME, QUEUE_NAMES
 from app.settings import Settings
 from app.web.application import create_app
 from tests.discord_spec import signed_interaction_vector
@@ -90,7 +90,8 @@ def post(client: Client, signer: Signer, payload: Any, **kwargs: Any) -> Any:
 def queued(store: redis.Redis) -> list[tuple[str, dict[str, Any]]]:
     """The jobs in the arq queue, as (function, interaction)."""
     jobs = []
-    for job_id in cast(list[bytes], store.zrange(QUEUE_NAME, 0, -1)):
+    waiting = [job for name in QUEUE_NAMES for job in cast(list[bytes], store.zrange(name, 0, -1))]
+    for job_id in waiting:
         raw = store.get(JOB_KEY_PREFIX + job_id.decode())
         assert isinstance(raw, bytes)
         data = pickle.loads(raw)
@@ -207,7 +208,9 @@ def test_ask_is_deferred_and_the_whole_interaction_queued(
     assert response.status_code == 200
     assert response.json() == {"type": 5}
     assert queued(store) == [(HANDLE_INTERACTION, raw)]
-    assert store.zrange(QUEUE_NAME, 0, -1) == [raw["id"].encode()]
+    # The model's commands wait in their own queue, from which idle workers take them.
+    assert store.zrange(ANSWER_QUEUE_NAME, 0, -1) == [raw["id"].encode()]
+    assert store.zrange(QUEUE_NAME, 0, -1) == []
 
 
 @pytest.mark.parametrize(

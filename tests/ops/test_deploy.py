@@ -7,6 +7,9 @@ import shlex
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from app.cli.main import COMMANDS, build_parser
 from app.settings import Settings
@@ -141,3 +144,78 @@ def test_fly_toml_runs_both_groups_from_one_image() -> None:
 def test_dockerignore_keeps_secrets_and_state_out_of_the_image() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", ".venv", "data", ".git"} <= set(ignored)
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """compose.yaml with `${VAR:?...}` and `${VAR:-default}` filled in from `env`."""
+    values = env or {}
+
+    def fill(match: re.Match[str]) -> str:
+        name, kind, rest = match.group(1), match.group(2), match.group(3)
+        if name in values:
+            return values[name]
+        assert kind == ":-", f"compose.yaml needs {name}: {rest}"
+        return rest
+
+    text = re.sub(r"\$\{(\w+)(:[?-])([^}]*)\}", fill, (ROOT / "compose.yaml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+def test_compose_runs_web_and_workers_from_the_image_on_shared_engines() -> None:
+    services = compose({"POSTGRES_PASSWORD": "s3cret"})["services"]
+    assert set(services) == {"web", "worker", "redis", "postgres", "chroma"}
+    parser = build_parser()
+    for name in ("web", "worker"):
+        service = services[name]
+        assert service["build"] == "."
+        (command,) = service["command"]
+        assert parser.parse_args([command]).command in COMMANDS
+        assert command == name
+        env = {k: str(v) for k, v in service["environment"].items()}
+        settings = Settings.from_env(env)
+        assert settings.redis_url == "redis://redis:6379/0"
+        assert settings.database_url == "postgresql://assistant:s3cret@postgres:5432/assistant"
+        assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
+        assert settings.chroma_url == "http://chroma:8000"
+        assert not SECRETS - {"REDIS_URL"} & set(env), "secrets come from .env"
+        assert service["deploy"]["replicas"] >= 2
+    assert services["worker"]["environment"]["LLM_THREADS"] == "1"
+    # The Chroma server is the application's own chromadb, serving the port CHROMA_URL names.
+    chroma = services["chroma"]
+    assert chroma["image"] == services["web"]["image"]
+    assert chroma["entrypoint"][:2] == ["chroma", "run"]
+    assert chroma["entrypoint"][chroma["entrypoint"].index("--port") + 1] == "8000"
+    assert services["worker"]["depends_on"].keys() == {"redis", "postgres", "chroma"}
+    assert all(
+        d["condition"] == "service_healthy" for d in services["worker"]["depends_on"].values()
+    )
+
+
+def test_compose_containers_are_locked_down_and_the_engines_unreachable_from_outside() -> None:
+    spec = compose({"POSTGRES_PASSWORD": "s3cret"})
+    services = spec["services"]
+    assert spec["networks"]["backend"]["internal"] is True
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        limits = service["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and limits["memory"].endswith(("M", "G")), name
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        # Our image runs as its own non-root user; the engines are told theirs.
+        if service.get("image", "").startswith("discord-history-assistant"):
+            assert "user" not in service, name
+        else:
+            assert service["user"] not in ("root", "0"), name
+    for name in ("redis", "postgres", "chroma"):
+        assert services[name]["networks"] == ["backend"], name
+        assert "ports" not in services[name], name
+    for name in ("web", "worker"):
+        assert set(services[name]["networks"]) == {"backend", "default"}
+    assert "ports" not in services["worker"]
+    # The health checks of our containers are the ones the image's HEALTHCHECK uses.
+    web_probe = services["web"]["healthcheck"]["test"]
+    assert web_probe[1:4] == ["python", "-m", "health"]
+    assert web_probe[4].endswith(":8080/health/live")
+    worker_probe = services["worker"]["healthcheck"]["test"]
+    port = Settings.from_env({}).metrics_port
+    assert worker_probe[4] == f"http://127.0.0.1:{port}/metrics"

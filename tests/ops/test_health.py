@@ -13,7 +13,14 @@ import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from app.cli.redis_server import RedisServer
-from app.jobs import HEARTBEAT_INTERVAL, HEARTBEAT_KEY, INTEGRITY_KEY, QUEUE_NAME, WORKER_REPORT_KEY
+from app.jobs import (
+    ANSWER_QUEUE_NAME,
+    INTEGRITY_KEY,
+    QUEUE_NAME,
+    WORKER_HEARTBEAT_TTL,
+    WORKER_REPORT_KEY,
+    worker_heartbeat_key,
+)
 from app.ops.windows import MinuteWindow, percentile
 from app.settings import Settings
 from app.web.application import create_app
@@ -35,10 +42,18 @@ def checker(
     return make
 
 
+async def heartbeat(client: aioredis.Redis, worker_id: str, age: float = 0.0) -> None:
+    """A worker's heartbeat written `age` seconds ago."""
+    info = json.dumps({"host": "h", "pid": 1, "generators": 1, "running": 0})
+    await client.psetex(
+        worker_heartbeat_key(worker_id), round((WORKER_HEARTBEAT_TTL - age) * 1000), info
+    )
+
+
 async def healthy_worker(url: str) -> None:
     """What a running worker leaves in Redis: a fresh heartbeat and its report."""
     client = aioredis.Redis.from_url(url)
-    await client.psetex(HEARTBEAT_KEY, (HEARTBEAT_INTERVAL + 1) * 1000, b"j_complete=0 queued=0")
+    await heartbeat(client, "h:1:aaaaaa")
     report = {"database": {"ok": True, "latency_ms": 0.1}, "disk_percent": 12.0}
     await client.set(WORKER_REPORT_KEY, json.dumps(report))
     await client.aclose()
@@ -95,7 +110,7 @@ async def test_disk_over_the_threshold_is_degraded_not_down(redis_url: str, tmp_
 
 async def test_the_worker_disk_is_checked_from_its_report(redis_url: str, tmp_path: Path) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    await client.psetex(HEARTBEAT_KEY, 6000, b"x")
+    await heartbeat(client, "h:1:aaaaaa")
     await client.set(WORKER_REPORT_KEY, json.dumps({"database": {"ok": True}, "disk_percent": 93}))
     await client.aclose()
     _, body = get(redis_url, checker(tmp_path), "/health")
@@ -130,13 +145,42 @@ async def test_a_missing_heartbeat_is_reported(redis_url: str, tmp_path: Path) -
 async def test_a_stale_heartbeat_is_reported(redis_url: str, tmp_path: Path) -> None:
     await healthy_worker(redis_url)
     client = aioredis.Redis.from_url(redis_url)
-    # Written 4 s ago: its remaining life is the interval + 1 s less those 4 s.
-    await client.psetex(HEARTBEAT_KEY, (HEARTBEAT_INTERVAL + 1 - 4) * 1000, b"j_complete=3")
+    # Written 4 s ago: its remaining life is the key's life less those 4 s.
+    await heartbeat(client, "h:1:aaaaaa", age=4.0)
     await client.aclose()
     status, body = get(redis_url, checker(tmp_path, heartbeat_max_age=2.0), "/health")
     assert status == 200
     assert body["failing"] == ["worker"]
     assert body["checks"]["worker"]["age_s"] == pytest.approx(4.0, abs=0.5)
+
+
+async def test_each_worker_is_listed_with_its_age(redis_url: str, tmp_path: Path) -> None:
+    await healthy_worker(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    await heartbeat(client, "h:1:aaaaaa", age=1.0)
+    await heartbeat(client, "g:7:bbbbbb", age=9.0)
+    await client.aclose()
+    _, body = get(redis_url, checker(tmp_path), "/health")
+    worker = body["checks"]["worker"]
+    assert worker["ok"] is True, worker
+    assert worker["alive"] == 1
+    listed = {w["id"]: w for w in worker["workers"]}
+    assert listed["h:1:aaaaaa"]["ok"] is True
+    assert listed["h:1:aaaaaa"]["age_s"] == pytest.approx(1.0, abs=0.5)
+    assert listed["g:7:bbbbbb"]["ok"] is False
+    assert listed["g:7:bbbbbb"]["age_s"] == pytest.approx(9.0, abs=0.5)
+
+
+async def test_the_answer_queue_counts_in_the_depth(redis_url: str, tmp_path: Path) -> None:
+    await healthy_worker(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    now_ms = time.time() * 1000
+    await client.zadd(QUEUE_NAME, {"job1": now_ms - 5_000})
+    await client.zadd(ANSWER_QUEUE_NAME, {f"ask{i}": now_ms - 20_000 for i in range(3)})
+    await client.aclose()
+    _, body = get(redis_url, checker(tmp_path, queue_depth=3), "/health")
+    assert body["checks"]["queue"]["depth"] == 4
+    assert body["checks"]["queue"]["oldest_s"] == pytest.approx(20.0, abs=2.0)
 
 
 async def test_a_deep_queue_is_reported(redis_url: str, tmp_path: Path) -> None:

@@ -1,15 +1,13 @@
-"""The Chroma message index with the real model and a real Chroma directory under tmp_path."""
+"""The Chroma message index with the real model, on a real Chroma directory under tmp_path and
+on a real Chroma server (`chroma run`, see tests/engines.py): every index test runs on both."""
 
 from __future__ import annotations
 
 import random
-import shutil
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -22,8 +20,13 @@ from app.retrieval.index import (
     IndexItem,
     MessageIndex,
     VectorIndexError,
+    close_chroma,
     open_chroma,
 )
+from tests.engines import ChromaServer
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +55,32 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
     yield Embedder(default_model_dir(), cache_dir=tmp_path_factory.mktemp("models")).load()
 
 
+@pytest.fixture(params=["embedded", "server"])
+def open_client(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], ClientAPI]]:
+    """Opens clients of the test's Chroma: a directory under tmp_path, or the session's Chroma
+    server, emptied first. Every client opened is closed after the test."""
+    path: Path | None = tmp_path / "chroma"
+    url = None
+    if request.param == "server":
+        server: ChromaServer = request.getfixturevalue("chroma_server")
+        server.clear()
+        path, url = None, server.url
+    opened: list[ClientAPI] = []
+
+    def open_client() -> ClientAPI:
+        opened.append(open_chroma(path, url))
+        return opened[-1]
+
+    yield open_client
+    for client in opened:
+        close_chroma(client)
+
+
 @pytest.fixture
-def index(tmp_path: Path, embedder: Embedder) -> MessageIndex:
-    return MessageIndex(open_chroma(tmp_path / "chroma", None), embedder)
+def index(open_client: Callable[[], ClientAPI], embedder: Embedder) -> MessageIndex:
+    return MessageIndex(open_client(), embedder)
 
 
 def item(i: int, text: str, channel: str = "10", ts: int = 1_700_000_000) -> IndexItem:
@@ -91,8 +117,10 @@ def test_query_accepts_a_vector(index: MessageIndex, embedder: Embedder) -> None
         index.query(np.zeros(12, dtype=np.float32), channel_ids=None, k=1)
 
 
-def test_collection_is_cosine_without_chroma_embedding_function(tmp_path: Path) -> None:
-    client = open_chroma(tmp_path / "chroma", None)
+def test_collection_is_cosine_without_chroma_embedding_function(
+    open_client: Callable[[], ClientAPI],
+) -> None:
+    client = open_client()
     MessageIndex(client, Embedder(default_model_dir()))
     config = client.get_collection(COLLECTION, embedding_function=None).configuration_json
     assert config["hnsw"]["space"] == "cosine"
@@ -151,12 +179,14 @@ def test_reset_empties_the_index(index: MessageIndex) -> None:
     assert [h.id for h in index.query(PLANTED, channel_ids=["10"], k=3)] == [3]
 
 
-def test_reopened_client_sees_the_same_data(tmp_path: Path, embedder: Embedder) -> None:
-    first = MessageIndex(open_chroma(tmp_path / "chroma", None), embedder)
+def test_reopened_client_sees_the_same_data(
+    open_client: Callable[[], ClientAPI], embedder: Embedder
+) -> None:
+    first = MessageIndex(open_client(), embedder)
     first.upsert([item(i, t) for i, t in enumerate([PLANTED, *FILLER], start=1)])
     expected = first.query("staging migration", channel_ids=None, k=3)
     del first
-    again = MessageIndex(open_chroma(tmp_path / "chroma", None), embedder)
+    again = MessageIndex(open_client(), embedder)
     assert again.count() == len(FILLER) + 1
     assert again.query("staging migration", channel_ids=None, k=3) == expected
 
@@ -180,42 +210,6 @@ def test_open_chroma_needs_a_path_or_a_reachable_url() -> None:
         port = s.getsockname()[1]
     with pytest.raises(VectorIndexError, match="CHROMA_URL"):
         open_chroma(None, f"http://127.0.0.1:{port}")
-
-
-@pytest.fixture
-def chroma_server(tmp_path: Path) -> Iterator[str]:
-    """A real `chroma run` server on loopback."""
-    binary = shutil.which("chroma", path=str(Path(sys.executable).parent))
-    if binary is None:
-        pytest.skip("the chroma command is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [binary, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def test_http_client_against_a_chroma_server(chroma_server: str, embedder: Embedder) -> None:
-    index = MessageIndex(open_chroma(None, chroma_server), embedder)
-    index.upsert([item(1, PLANTED, "10"), item(2, FILLER[0], "20")])
-    assert index.count() == 2
-    assert [h.id for h in index.query("staging migration", channel_ids=["10"], k=2)] == [1]
 
 
 def test_repeated_texts_get_the_vectors_of_their_own_text(
@@ -243,3 +237,21 @@ def test_a_write_to_a_rare_channel_is_seen_by_the_next_search(index: MessageInde
     assert index.query(PLANTED, channel_ids=["20"], k=1)[0].id == 7777
     index.delete([7777])
     assert index.query(PLANTED, channel_ids=["20"], k=1) == before
+
+
+def test_a_reader_keeps_answering_while_another_process_rebuilds(
+    open_client: Callable[[], ClientAPI], embedder: Embedder
+) -> None:
+    # Two MessageIndex objects on one Chroma stand for two workers on one Chroma server.
+    rebuilder, reader = MessageIndex(open_client(), embedder), MessageIndex(open_client(), embedder)
+    rebuilder.upsert([item(i, text) for i, text in enumerate(FILLER, start=1)])
+    assert len(reader.query("coffee machine", channel_ids=["10"], k=3)) == 3
+    # A reindex drops the collection and builds it again under the same name.
+    rebuilder.reset()
+    rebuilder.upsert([item(99, PLANTED)])
+    # The reader's handle names a collection that is gone: it reopens it by name.
+    hits = reader.query("when do we migrate the staging DB?", channel_ids=["10"], k=3)
+    assert [h.id for h in hits] == [99]
+    assert reader.count() == 1
+    reader.upsert([item(100, "a message synced meanwhile")])
+    assert rebuilder.count() == 2

@@ -11,7 +11,8 @@ from arq.connections import ArqRedis
 
 from app.cli.foreground import sync
 from app.discord.snowflakes import time_snowflake
-from app.jobs import HANDLE_INTERACTION, QUEUE_NAME
+from app.interactions.commands import queue_for
+from app.jobs import HANDLE_INTERACTION
 from app.settings import Settings
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
 from tests.signing import command
@@ -78,8 +79,10 @@ async def enqueue(settings: Settings, items: list[dict[str, Any]]) -> None:
     redis = ArqRedis.from_url(settings.redis_url)
     try:
         for item in items:
+            # The front door's choice: commands that run the model wait in the answer queue.
+            queue = queue_for(item["data"]["name"])
             job = await redis.enqueue_job(
-                HANDLE_INTERACTION, item, _job_id=item["id"], _queue_name=QUEUE_NAME
+                HANDLE_INTERACTION, item, _job_id=item["id"], _queue_name=queue
             )
             assert job is not None
     finally:
@@ -189,6 +192,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "SYNC_RECHECK_DAYS": "0",
         "DISCORD_APPLICATION_ID": settings.discord_application_id or "",
         "REDIS_URL": settings.redis_url or "",
+        # SQLite's default under DATA_DIR, or a Postgres database (tests/engines.py).
+        "DATABASE_URL": settings.database_url,
+        "CHROMA_URL": settings.chroma_url or "",
     }
 
 
