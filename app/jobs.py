@@ -13,7 +13,6 @@ from typing import Final
 
 from arq.constants import (
     default_queue_name,
-    health_check_key_suffix,
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
@@ -21,21 +20,25 @@ from arq.constants import (
 
 # arq's queue (a sorted set of job ids) and its per-job keys.
 QUEUE_NAME: Final = default_queue_name
+# Commands that run the model wait here instead: each worker takes from it no more jobs than
+# it has generators, so the next answer goes to a worker that can start generating now.
+ANSWER_QUEUE_NAME: Final = default_queue_name + ":answers"
+QUEUE_NAMES: Final = (QUEUE_NAME, ANSWER_QUEUE_NAME)
 JOB_KEY_PREFIX: Final = job_key_prefix
 RESULT_KEY_PREFIX: Final = result_key_prefix
 # A job a worker has started; arq skips it until the mark expires.
 IN_PROGRESS_KEY_PREFIX: Final = in_progress_key_prefix
 
-# The worker's arq heartbeat: the key arq sets every HEARTBEAT_INTERVAL seconds, expiring
-# one second after the next one is due, so a dead or stuck worker is noticed within seconds.
+# How often each worker writes its heartbeat (and arq its own health-check key).
 HEARTBEAT_INTERVAL: Final = 5
-HEARTBEAT_KEY: Final = QUEUE_NAME + health_check_key_suffix
 
 # Job names: what the front door and the command line enqueue, and the worker's cron jobs.
 HANDLE_INTERACTION: Final = "handle_interaction"
 SYNC_GUILDS: Final = "sync_guilds"
 RUN_SYNC: Final = "run_sync"
 RUN_ASK: Final = "run_ask"
+RUN_REINDEX: Final = "run_reindex"
+RUN_FORGET: Final = "run_forget"
 BACKUP_JOB: Final = "backup_state"
 INTEGRITY_JOB: Final = "check_integrity"
 VACUUM_JOB: Final = "vacuum_analyze"
@@ -44,6 +47,15 @@ VACUUM_JOB: Final = "vacuum_analyze"
 RATE_KEY_PREFIX: Final = "frontdoor:rate:"
 # What the worker reports for /health (database, index, disk), rewritten every interval.
 WORKER_REPORT_KEY: Final = "health:worker"
+# Each worker's own heartbeat, `health:workers:WORKER_ID`: who it is and what it runs,
+# rewritten every HEARTBEAT_INTERVAL and expiring after WORKER_HEARTBEAT_TTL, so /health can
+# list every live worker with its age and the command line knows whether any worker runs.
+WORKER_HEARTBEAT_PREFIX: Final = "health:workers:"
+WORKER_HEARTBEAT_TTL: Final = 3 * HEARTBEAT_INTERVAL
+# Leases (app.ops.leases) that coordinate every worker and command line: `lease:NAME`.
+LEASE_KEY_PREFIX: Final = "lease:"
+# Discord's rate limits shared by every process using the bot token: `ratelimit:...`.
+RATE_LIMIT_KEY_PREFIX: Final = "ratelimit:"
 # The latest PRAGMA integrity_check and index check, kept until the next one.
 INTEGRITY_KEY: Final = "health:integrity"
 # Per-minute request counters of web and worker: `health:stats:SOURCE:MINUTE`.
@@ -58,3 +70,13 @@ INTERACTION_TOKEN_LIFETIME: Final = 15 * 60
 def followups_key(interaction_id: str) -> str:
     """The list of follow-up message ids already sent for an interaction."""
     return f"reply:{interaction_id}:followups"
+
+
+def worker_heartbeat_key(worker_id: str) -> str:
+    """The heartbeat key of one worker."""
+    return WORKER_HEARTBEAT_PREFIX + worker_id
+
+
+def lease_key(name: str) -> str:
+    """The Redis key of the lease called `name`."""
+    return LEASE_KEY_PREFIX + name

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "embedding": "Embeddings and vector search",
     "generation": "Generation: llama.cpp through the worker's Generator",
     "answer": "An /ask end to end: signed interaction to first text and final answer",
+    "stats": "/stats with its chart on a 100,000-message channel: signed request to final message",
     "load": "Load: 500 concurrent /ask against `python -m app run`",
     "quality": "Answer quality on real conversations (LoCoMo): /search recall, /ask F1",
 }

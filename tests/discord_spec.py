@@ -52,9 +52,20 @@ class DiscordSpec:
         raise SpecViolation(f"{method} {path} is not an operation of Discord's API")
 
     def validate(
-        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        *,
+        files: list[str] | None = None,
     ) -> str:
-        """Raise SpecViolation unless the request is valid; return the path template."""
+        """Raise SpecViolation unless the request is valid; return the path template.
+
+        With `files` (the names of its file parts, `files[0]`...) the request was
+        multipart/form-data and `body` its `payload_json`: both are checked together
+        against the operation's multipart schema.
+        """
         template, op = self.operation(method, path)
         for param in op.get("parameters", []):
             if param.get("in") != "query" or not query or param["name"] not in query:
@@ -69,6 +80,15 @@ class DiscordSpec:
         if body is None:
             if op.get("requestBody", {}).get("required"):
                 raise SpecViolation(f"{method} {template}: a body is required")
+            return template
+        if files is not None:
+            if "multipart/form-data" not in content:
+                raise SpecViolation(f"{method} {template} takes no multipart body")
+            if not isinstance(body, dict):
+                raise SpecViolation(f"{method} {template}: payload_json is not a JSON object")
+            # A file part stands in the schema as a binary string property.
+            form = {**body, **dict.fromkeys(files, "")}
+            self._check(form, content["multipart/form-data"]["schema"], template)
             return template
         if "application/json" not in content:
             raise SpecViolation(f"{method} {template} takes no JSON body")

@@ -8,7 +8,11 @@ accounting, and injects faults on demand: 429s (per route or global), 5xx,
 slow answers, dropped connections, 403 on a channel, 401 on a wrong token.
 
 Every request is recorded and validated against Discord's OpenAPI spec;
-`violations` collects what was wrong so a test can assert it is empty.
+`violations` collects what was wrong so a test can assert it is empty. The
+webhook routes also take multipart/form-data (`payload_json` and `files[n]`, as
+Discord takes uploads): the payload is validated like a JSON body, each upload
+must be named by the payload's `attachments`, and what arrived is kept in
+`Interaction.uploads` for a test to open.
 
 Paging as Discord does it, for `GET /channels/{id}/messages`: `limit` 1-100
 (default 50); with no cursor or with `before`, the newest messages (older
@@ -50,6 +54,8 @@ THREAD_TYPES: Final = frozenset({10, PUBLIC_THREAD, PRIVATE_THREAD})
 EVERYONE_PERMISSIONS: Final = (1 << 10) | (1 << 11) | (1 << 16)  # view, send, read history
 EPHEMERAL: Final = 1 << 6
 MAJOR: Final = ("channel_id", "guild_id", "webhook_id", "webhook_token")
+# Discord's upload limit for a bot without a boosted server.
+UPLOAD_MAX: Final = 10 * 1024 * 1024
 
 JSON = dict[str, Any]
 
@@ -68,6 +74,27 @@ class RecordedRequest:
     status: int = 0
     # The status a request dropped after handling would have had (0 otherwise).
     handled_status: int = 0
+    # The file parts of a multipart/form-data request (its `body` is the payload_json).
+    files: list[Upload] = field(default_factory=list)
+
+
+@dataclass
+class Upload:
+    """One file part of a multipart request, and the alt text its attachment gave it."""
+
+    part: str  # the form field, `files[n]`
+    filename: str
+    content_type: str
+    content: bytes = field(repr=False)
+    description: str | None = None
+
+
+@dataclass
+class _Multipart:
+    """A multipart body as the route handlers receive it."""
+
+    payload: Any
+    files: list[Upload]
 
 
 @dataclass
@@ -94,6 +121,8 @@ class Interaction:
     edits: list[JSON] = field(default_factory=list)
     followups: list[JSON] = field(default_factory=list)
     expired: bool = False
+    # Every file uploaded through this token, in order of arrival.
+    uploads: list[Upload] = field(default_factory=list)
 
     def shown(self) -> list[JSON]:
         """The messages a user sees, in order."""
@@ -560,7 +589,7 @@ class FakeDiscord:
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         path = split.path
-        body, bad_json = _parse_body(raw_body)
+        body, files, problem = _parse_body(raw_body, headers.get("content-type", ""))
         params: JSON = {}
         template = ""
         handler: Callable[[JSON, JSON, Any], Any] | None = None
@@ -571,9 +600,10 @@ class FakeDiscord:
                     params, template, handler = match.groupdict(), route_template, route_handler
                     break
         record = RecordedRequest(method, path, template, query, headers, body, time.monotonic())
+        record.files = files or []
         with self._lock:
             self.requests.append(record)
-            self._check(record, bad_json)
+            self._check(record, problem, multipart=files is not None)
             fault = self._take_fault(f"{method} {template}")
         if fault is not None and fault.kind == "drop" and not fault.after_handling:
             return None
@@ -584,7 +614,10 @@ class FakeDiscord:
             try:
                 if handler is None:
                     raise _error(404, 0, "404: Not Found")
-                reply = self._serve(method, template, params, query, headers, body, fault, handler)
+                served = body if files is None else _Multipart(body, files)
+                reply = self._serve(
+                    method, template, params, query, headers, served, fault, handler
+                )
             except _Reply as exc:
                 reply = exc
             if fault is not None and fault.kind == "drop":
@@ -620,14 +653,19 @@ class FakeDiscord:
             raise
         return _Reply(200, payload, limit_headers)
 
-    def _check(self, record: RecordedRequest, bad_json: bool) -> None:
+    def _check(self, record: RecordedRequest, problem: str | None, *, multipart: bool) -> None:
         where = f"{record.method} {record.path}"
-        if bad_json:
-            self.violations.append(f"{where}: body is not JSON")
+        if problem is not None:
+            self.violations.append(f"{where}: {problem}")
+        names = [f.part for f in record.files] if multipart else None
         try:
-            discord_spec().validate(record.method, record.path, record.body, record.query)
+            discord_spec().validate(
+                record.method, record.path, record.body, record.query, files=names
+            )
         except SpecViolation as exc:
             self.violations.append(str(exc))
+        if multipart:
+            self.violations.extend(f"{where}: {p}" for p in _upload_problems(record))
         if not record.headers.get("user-agent", "").startswith("DiscordBot ("):
             self.violations.append(f"{where}: User-Agent is not 'DiscordBot (URL, VERSION)'")
         auth = record.headers.get("authorization")
@@ -810,10 +848,19 @@ class FakeDiscord:
             raise _error(401, 50027, "Invalid Webhook Token")
         return interaction
 
-    def _delivered(self, body: Any, flags: int = 0) -> JSON:
+    def _delivered(
+        self, sent: Any, flags: int = 0, *, interaction: Interaction, before: JSON | None = None
+    ) -> JSON:
+        """The message a webhook body makes; `before` is the message an edit replaces."""
+        body, files = (sent.payload, sent.files) if isinstance(sent, _Multipart) else (sent, [])
         body = body if isinstance(body, dict) else {}
         if len(body.get("content") or "") > MESSAGE_MAX:
             raise _error(400, 50035, "Invalid Form Body")
+        # An edit without `attachments` keeps the message's files; one with it replaces them.
+        attachments = list((before or {}).get("attachments") or [])
+        if "attachments" in body or files:
+            attachments = self._attached(body.get("attachments") or [], files, attachments)
+            interaction.uploads.extend(files)
         return {
             "id": self.next_id(),
             "type": 20,
@@ -821,7 +868,7 @@ class FakeDiscord:
             "author": self.bot_user,
             "content": body.get("content") or "",
             "embeds": body.get("embeds") or [],
-            "attachments": [],
+            "attachments": attachments,
             "components": body.get("components") or [],
             "mentions": [],
             "mention_roles": [],
@@ -835,6 +882,34 @@ class FakeDiscord:
             "allowed_mentions": body.get("allowed_mentions"),
         }
 
+    def _attached(self, named: list[Any], files: list[Upload], kept: list[JSON]) -> list[JSON]:
+        """The attachment objects of a message: new uploads by part number, kept ones by id."""
+        uploads = {f.part: f for f in files}
+        previous = {a["id"]: a for a in kept}
+        attachments = []
+        for item in named:
+            if not isinstance(item, dict):
+                continue
+            upload = uploads.get(f"files[{item.get('id')}]")
+            if upload is None:
+                if item.get("id") in previous:
+                    attachments.append(previous[item["id"]])
+                continue
+            upload.description = item.get("description")
+            attachment_id = self.next_id()
+            attachments.append(
+                {
+                    "id": attachment_id,
+                    "filename": item.get("filename") or upload.filename,
+                    "description": item.get("description"),
+                    "content_type": upload.content_type,
+                    "size": len(upload.content),
+                    "url": f"{self.url}/attachments/{attachment_id}/{upload.filename}",
+                    "proxy_url": f"{self.url}/attachments/{attachment_id}/{upload.filename}",
+                }
+            )
+        return attachments
+
     def _get_original(self, params: JSON, query: JSON, body: Any) -> JSON:
         interaction = self._webhook(params)
         if interaction.original is None:
@@ -843,17 +918,17 @@ class FakeDiscord:
 
     def _patch_original(self, params: JSON, query: JSON, body: Any) -> JSON:
         interaction = self._webhook(params)
-        message = self._delivered(body)
+        message = self._delivered(body, interaction=interaction, before=interaction.original)
         if interaction.original is not None:
             message = {**interaction.original, **message, "id": interaction.original["id"]}
             message["edited_timestamp"] = iso(time.time())
         interaction.original = message
-        interaction.edits.append(body)
+        interaction.edits.append(body.payload if isinstance(body, _Multipart) else body)
         return message
 
     def _post_followup(self, params: JSON, query: JSON, body: Any) -> JSON:
         interaction = self._webhook(params)
-        message = self._delivered(body)
+        message = self._delivered(body, interaction=interaction)
         interaction.followups.append(message)
         return message
 
@@ -861,7 +936,8 @@ class FakeDiscord:
         interaction = self._webhook(params)
         for index, sent in enumerate(interaction.followups):
             if sent["id"] == params["message_id"]:
-                message = {**sent, **self._delivered(body), "id": sent["id"]}
+                edit = self._delivered(body, interaction=interaction, before=sent)
+                message = {**sent, **edit, "id": sent["id"]}
                 message["edited_timestamp"] = iso(time.time())
                 interaction.followups[index] = message
                 return message
@@ -879,13 +955,64 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$")
 
 
-def _parse_body(raw: bytes) -> tuple[Any, bool]:
+def _parse_body(raw: bytes, content_type: str) -> tuple[Any, list[Upload] | None, str | None]:
+    """(body, file parts or None when not multipart, what is wrong with it or None)."""
+    if content_type.startswith("multipart/form-data"):
+        return _parse_multipart(raw, content_type)
     if not raw:
-        return None, False
+        return None, None, None
     try:
-        return json.loads(raw), False
+        return json.loads(raw), None, None
     except ValueError:
-        return None, True
+        return None, None, "body is not JSON"
+
+
+def _parse_multipart(raw: bytes, content_type: str) -> tuple[Any, list[Upload], str | None]:
+    """A multipart/form-data body as Discord reads it: `payload_json` and `files[n]` parts."""
+    boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+    if boundary is None:
+        return None, [], "multipart body without a boundary"
+    chunks = raw.split(b"--" + boundary.group(1).encode())
+    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
+        return None, [], "multipart body is not closed by its boundary"
+    payload: Any = None
+    files: list[Upload] = []
+    for chunk in chunks[1:-1]:
+        head, _, content = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        content = content.removesuffix(b"\r\n")
+        headers = dict(
+            (k.strip().lower(), v.strip())
+            for k, _, v in (line.partition(":") for line in head.decode().split("\r\n"))
+        )
+        disposition = dict(re.findall(r'(\w+)="([^"]*)"', headers.get("content-disposition", "")))
+        name = disposition.get("name", "")
+        if name == "payload_json":
+            try:
+                payload = json.loads(content)
+            except ValueError:
+                return None, files, "payload_json is not JSON"
+        elif re.fullmatch(r"files\[\d+\]", name):
+            part_type = headers.get("content-type", "application/octet-stream")
+            files.append(Upload(name, disposition.get("filename", ""), part_type, content))
+        else:
+            return payload, files, f"unknown multipart part {name!r}"
+    if payload is None:
+        return None, files, "multipart body without payload_json"
+    return payload, files, None
+
+
+def _upload_problems(record: RecordedRequest) -> list[str]:
+    """What Discord would refuse about the files of a multipart request."""
+    named = record.body.get("attachments") if isinstance(record.body, dict) else None
+    ids = {f"files[{a.get('id')}]" for a in named or [] if isinstance(a, dict)}
+    problems = [f"{f.part} is not named in attachments" for f in record.files if f.part not in ids]
+    problems += [f"{f.part} is empty" for f in record.files if not f.content]
+    problems += [
+        f"{f.part} is {len(f.content):,} bytes, over Discord's {UPLOAD_MAX:,}"
+        for f in record.files
+        if len(f.content) > UPLOAD_MAX
+    ]
+    return problems
 
 
 def _role(role_id: str, name: str, permissions: int, position: int) -> JSON:

@@ -66,6 +66,57 @@ def command(
     }
 
 
+def message_command(
+    name: str,
+    target: dict[str, Any],
+    *,
+    interaction_id: str = "1100000000000000001",
+    user_id: str = "2200000000000000001",
+    permissions: int = 0,
+) -> dict[str, Any]:
+    """A message context-menu command (data type 3) run on `target`, a Discord message object.
+
+    The interaction's channel is the target's, as Discord sends it.
+    """
+    payload = command(name, interaction_id=interaction_id, user_id=user_id, permissions=permissions)
+    payload["channel_id"] = target["channel_id"]
+    payload["data"] = {
+        "id": "5500000000000000002",
+        "name": name,
+        "type": 3,
+        "target_id": target["id"],
+        "resolved": {"messages": {target["id"]: target}},
+    }
+    return payload
+
+
+def target_message(
+    content: str = "the release is on friday",
+    *,
+    message_id: str = "6600000000000000001",
+    channel_id: str = "4400000000000000001",
+) -> dict[str, Any]:
+    """A message as Discord resolves it in a context-menu interaction."""
+    return {
+        "id": message_id,
+        "channel_id": channel_id,
+        "type": 0,
+        "content": content,
+        "author": {"id": "2200000000000000009", "username": "poster", "discriminator": "0"},
+        "timestamp": "2026-11-01T12:00:00.000000+00:00",
+        "edited_timestamp": None,
+        "attachments": [],
+        "embeds": [],
+        "mentions": [],
+        "mention_roles": [],
+        "pinned": False,
+        "mention_everyone": False,
+        "tts": False,
+        "flags": 0,
+        "components": [],
+    }
+
+
 def encode(payload: Any) -> bytes:
     """The compact JSON body Discord would send."""
     return json.dumps(payload, separators=(",", ":")).encode()

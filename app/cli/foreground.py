@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from app.cli.handoff import run_on_worker
+from app.cli.handoff import run_on_worker, workers_running
 from app.discord.exporter import parse_export
 from app.errors import StateLockedError, UsageError
-from app.jobs import BACKUP_JOB, RUN_ASK, RUN_SYNC
+from app.jobs import BACKUP_JOB, RUN_ASK, RUN_REINDEX, RUN_SYNC
 from app.ops.backup import snapshot
+from app.ops.upkeep import rebuild_index
 from app.settings import Settings
 from app.state import State
-from app.store.lexical import rebuild_lexical
 from app.store.lock import StateLock
 from app.store.models import ChannelAccess
 from app.sync.runner import SyncSummary
@@ -67,6 +67,8 @@ async def sync(settings: Settings, guilds: list[str], channels: list[str]) -> Sy
         raise UsageError("SYNC_GUILD_IDS: name a guild (--guild ID) or set SYNC_GUILD_IDS")
     from app.commands.resources import open_resources
 
+    if busy := await workers_running(settings):
+        return await run_on_worker(settings, busy, RUN_SYNC, guilds, channels)
     try:
         resources = await open_resources(settings, "sync command", model=False)
     except StateLockedError as exc:
@@ -94,6 +96,7 @@ def _merge(a: SyncSummary, b: SyncSummary) -> SyncSummary:
         embedded=a.embedded + b.embedded,
         seconds=a.seconds + b.seconds,
         no_access=a.no_access + b.no_access,
+        busy=a.busy + b.busy,
         content_intent_missing=a.content_intent_missing or b.content_intent_missing,
     )
 
@@ -105,6 +108,8 @@ async def ask(
     from app.commands.ask import answer_for_terminal
     from app.commands.resources import open_resources
 
+    if busy := await workers_running(settings):
+        return await run_on_worker(settings, busy, RUN_ASK, question, channel_id, scope, user_id)
     try:
         resources = await open_resources(settings, "ask command")
     except StateLockedError as exc:
@@ -149,28 +154,26 @@ async def import_export(settings: Settings, path: Path) -> str:
 
 
 async def reindex(settings: Settings) -> str:
-    """Rebuild the vector and the lexical index from the store, the source of truth."""
-    started = time.monotonic()
-    state = await State.open(settings, "reindex command", discard_damaged_index=True)
+    """Rebuild the vector and the lexical index from the store, the source of truth:
+    here, or by a worker when any runs (which goes on answering meanwhile)."""
+    if busy := await workers_running(settings):
+        return await run_on_worker(settings, busy, RUN_REINDEX)
+    try:
+        state = await State.open(settings, "reindex command", discard_damaged_index=True)
+    except StateLockedError as exc:
+        return await run_on_worker(settings, exc, RUN_REINDEX)
     progress = Progress("reindexing")
     try:
-        async with state.store.database.transaction():
-            await rebuild_lexical(state.store.database)
-        await state.index.areset()
-        await state.store.reset_index_state()
-        counts = await state.indexer.drain(progress.advance)
-        total = await state.index.acount()
+        return await rebuild_index(state.store, state.index, state.indexer, progress.advance)
     finally:
         progress.close()
         await state.close()
-    return (
-        f"reindexed {counts.embedded} messages; the index holds {total}; "
-        f"{time.monotonic() - started:.1f} s"
-    )
 
 
 async def backup(settings: Settings, dest: Path) -> str:
     """`python -m app backup DEST` (DEST absolute): here, or through the worker when it runs."""
+    if busy := await workers_running(settings):
+        return await run_on_worker(settings, busy, BACKUP_JOB, str(dest))
     lock = StateLock(settings.data_dir, "backup command")
     try:
         lock.acquire()

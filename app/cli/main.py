@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", type=Path)
     p = sub.add_parser("restore", help="restore the database and the index from SRC")
     p.add_argument("src", type=Path)
+    p = sub.add_parser("forget", help="opt a member out: their messages are kept without text")
+    p.add_argument("--user", required=True, help="the member's Discord user id")
+    p.add_argument("--undo", action="store_true", help="opt them back in (text from the next sync)")
+    sub.add_parser("privacy", help="list the members who opted out")
     p = sub.add_parser("audit", help="show the latest command invocations")
     p.add_argument("--limit", type=int, default=50)
     sub.add_parser("prepare-model", help="assemble the bundled GGUF model (done by make)")
@@ -174,8 +178,11 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 def _prepare_model(settings: Settings, args: argparse.Namespace) -> int:
     from app.llm.model_file import resolve_model_path
+    from app.retrieval.embedder import Embedder, default_model_dir
 
     print(resolve_model_path(settings.model_path))
+    # The embedder's ONNX export too, once, where every worker on this machine reads it.
+    Embedder(default_model_dir(), cache_dir=settings.model_cache_dir).load()
     return 0
 
 
@@ -190,6 +197,20 @@ def _restore(settings: Settings, args: argparse.Namespace) -> int:
     from app.ops.backup import restore
 
     print(restore(settings, args.src))
+    return 0
+
+
+def _forget(settings: Settings, args: argparse.Namespace) -> int:
+    from app.cli.privacy import forget
+
+    print(asyncio.run(forget(settings, args.user, undo=args.undo)))
+    return 0
+
+
+def _privacy(settings: Settings, args: argparse.Namespace) -> int:
+    from app.cli.privacy import format_opted_out, list_opted_out
+
+    print(format_opted_out(asyncio.run(list_opted_out(settings))))
     return 0
 
 
@@ -213,4 +234,6 @@ COMMANDS: dict[str, Command] = {
     "backup": _backup,
     "restore": _restore,
     "audit": _audit,
+    "forget": _forget,
+    "privacy": _privacy,
 }

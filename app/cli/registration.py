@@ -8,6 +8,7 @@ from typing import Any
 
 from app.discord import permissions
 from app.discord.rest import DiscordRest, JSONObject
+from app.interactions.commands import MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ def _format_command(command: Mapping[str, Any]) -> str:
     options = [
         f"{o['name']}{'*' if o.get('required') else ''}" for o in command.get("options") or []
     ]
+    # Context-menu commands are shown by name: they appear in a message's Apps menu.
+    name = (
+        f'"{command["name"]}" (message menu)'
+        if command.get("type") == MESSAGE
+        else f"/{command['name']}"
+    )
     return (
-        f"/{command['name']}  id={command.get('id', '?')}  "
+        f"{name}  id={command.get('id', '?')}  "
         f"options: {', '.join(options) or 'none'}  "
         f"permissions: {_format_permissions(command.get('default_member_permissions'))}"
     )

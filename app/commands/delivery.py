@@ -6,10 +6,11 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from app.discord.errors import DeliveryUncertain
+from app.discord.files import File
 from app.jobs import INTERACTION_TOKEN_LIFETIME, followups_key
 
 if TYPE_CHECKING:
@@ -113,12 +114,15 @@ class Responder(Protocol):
 
     async def send(self, text: str) -> None: ...
 
+    async def send_file(self, text: str, file: File) -> None: ...
+
 
 class CollectedReply:
-    """A Responder that keeps the final text, for answers printed in a terminal."""
+    """A Responder that keeps the final text and files, for answers printed in a terminal."""
 
     def __init__(self) -> None:
         self.text = ""
+        self.files: list[File] = []
 
     async def progress(self, text: str) -> bool:
         return False
@@ -126,12 +130,20 @@ class CollectedReply:
     async def send(self, text: str) -> None:
         self.text = text
 
+    async def send_file(self, text: str, file: File) -> None:
+        self.text = text
+        self.files.append(file)
+
 
 class Sender(Protocol):
     """The REST calls a reply needs (DiscordRest provides them)."""
 
     async def edit_original_response(
-        self, application_id: int | str, token: str, body: Mapping[str, Any]
+        self,
+        application_id: int | str,
+        token: str,
+        body: Mapping[str, Any],
+        files: Sequence[File] = (),
     ) -> dict[str, Any]: ...
 
     async def create_followup(
@@ -215,9 +227,20 @@ class Reply:
 
     async def send(self, text: str) -> None:
         """Deliver the final answer, split across messages when it is long."""
+        await self._deliver(text, ())
+
+    async def send_file(self, text: str, file: File) -> None:
+        """Deliver the final answer with `file` attached to its first message.
+
+        The file rides on the edit of the original response, never on a follow-up: an edit
+        replaces the message's attachments, so a retried job shows the file once, not twice.
+        """
+        await self._deliver(text, (file,))
+
+    async def _deliver(self, text: str, files: Sequence[File]) -> None:
         parts = split_message(text) or ["(empty answer)"]
         await self._sender.edit_original_response(
-            self._application_id, self._token, message_body(parts[0])
+            self._application_id, self._token, message_body(parts[0]), files
         )
         already = await self._ledger.sent(self._interaction_id)
         for index, part in enumerate(parts[1:]):

@@ -52,23 +52,34 @@ async def permitted_channels(
         if not found:
             raise CommandError("you cannot read that channel, so I cannot search it for you")
         return found
-    viewer = Viewer(
-        guild_id=invocation.guild_id,
-        user_id=invocation.user_id,
-        role_ids=frozenset(invocation.member_roles),
-        channel_id=invocation.channel_id,
-        channel_permissions=invocation.permissions,
-    )
-    scope = PermissionScope(store)
     if invocation.options.get("scope") != "server":
-        return await scope.channel_scope(viewer)
-    visible = await scope.visible_channels(viewer)
+        return await PermissionScope(store).channel_scope(_viewer(invocation))
+    return await server_channels(resources, invocation)
+
+
+async def server_channels(resources: Resources, invocation: Invocation) -> set[str]:
+    """Every channel of the server this member may read (`/ask scope:server`, "Find related")."""
+    if invocation.guild_id is None:
+        raise CommandError("this command works in a server's channels only")
+    visible = await PermissionScope(resources.state.store).visible_channels(_viewer(invocation))
     # A channel known only from an import carries no permission overwrites yet: it is
     # shown beyond its own channel only once a sync has read its real permissions.
     confirmed = await resources.state.store.channels_with_access(
         invocation.guild_id, ChannelAccess.OK
     )
     return {c for c in visible if c in confirmed or c == invocation.channel_id}
+
+
+def _viewer(invocation: Invocation) -> Viewer:
+    """The member as seen from the invoking channel, with the permissions Discord sent."""
+    assert invocation.guild_id is not None  # callers refuse commands outside a server
+    return Viewer(
+        guild_id=invocation.guild_id,
+        user_id=invocation.user_id,
+        role_ids=frozenset(invocation.member_roles),
+        channel_id=invocation.channel_id,
+        channel_permissions=invocation.permissions,
+    )
 
 
 async def quotes(resources: Resources, messages: Sequence[StoredMessage]) -> list[Quote]:

@@ -26,8 +26,10 @@ from app.discord.errors import (
     InvalidRequestLimit,
     MissingBotToken,
 )
+from app.discord.files import File, multipart
 from app.discord.ratelimit import Clock, InvalidRequestCounter, RateLimiter, Sleep
 from app.discord.routes import CompiledRoute
+from app.discord.shared_limits import Limits, SharedLimits
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class DiscordRest:
         sleep: Sleep = asyncio.sleep,
         invalid_requests: InvalidRequestCounter | None = None,
         timeout: float = 30.0,
+        shared_limits: SharedLimits | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._token = token
@@ -102,7 +105,8 @@ class DiscordRest:
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._sleep = sleep
-        self._limiter = RateLimiter(clock, sleep)
+        # This process's limiter, and the one other processes on the token share, if any.
+        self._limiter = Limits(RateLimiter(clock, sleep), shared_limits)
         self._invalid = invalid_requests or InvalidRequestCounter()
 
     async def __aenter__(self) -> DiscordRest:
@@ -127,8 +131,12 @@ class DiscordRest:
         *,
         body: Any = None,
         query: Mapping[str, QueryValue | None] | None = None,
+        files: Sequence[File] = (),
     ) -> Any:
-        """Send one request, waiting out rate limits and retrying failures; return its JSON."""
+        """Send one request, waiting out rate limits and retrying failures; return its JSON.
+
+        With `files`, the body goes as multipart/form-data with the files attached.
+        """
         headers = self._headers(route)
         params = _query_params(query)
         url = self._base_url + route.path
@@ -141,14 +149,14 @@ class DiscordRest:
                     f"in {self._invalid.period:.0f} s: refusing {route.method} "
                     f"{route.template} to avoid a Cloudflare ban of this IP"
                 )
-            waited = await self._limiter.acquire(route)
+            waited, ticket = await self._limiter.acquire(route)
             if waited > 0:
                 self._observer.rate_limit_wait(route.template, waited)
             started = self._clock()
             try:
-                response = await self._send(route, url, headers, params, body)
+                response = await self._send(route, url, headers, params, body, files)
             finally:
-                self._limiter.release()
+                await self._limiter.release(ticket)
             if isinstance(response, httpx.TransportError):
                 self._observer.request_done(route.template, 0, self._clock() - started)
                 failure = f"{route.method} {route.template}: {type(response).__name__}"
@@ -162,7 +170,7 @@ class DiscordRest:
             self._observer.request_done(
                 route.template, response.status_code, self._clock() - started
             )
-            self._limiter.update(route, response.headers)
+            await self._limiter.update(route, response.headers)
             status = response.status_code
             if status < 300:
                 return None if status == 204 or not response.content else response.json()
@@ -185,11 +193,13 @@ class DiscordRest:
         headers: Mapping[str, str],
         params: Mapping[str, str],
         body: Any,
+        files: Sequence[File],
     ) -> httpx.Response | httpx.TransportError:
         """One exchange; a connection failure is returned, for the retry loop to judge."""
+        content = multipart(body or {}, files) if files else {"json": body}
         try:
             return await self._client.request(
-                route.method, url, headers=headers, params=params, json=body
+                route.method, url, headers=headers, params=params, **content
             )
         except httpx.TransportError as exc:
             return exc
@@ -223,7 +233,7 @@ class DiscordRest:
         if scope != "shared":
             self._invalid.record(self._clock())
         retry_after = _retry_after(payload, response.headers)
-        self._limiter.rate_limited(route, retry_after, is_global=is_global)
+        await self._limiter.rate_limited(route, retry_after, is_global=is_global)
         kind = "global" if is_global else f"bucket ({scope or 'unknown'} scope)"
         if retry_after > self._retry.max_rate_limit_wait or n > self._retry.max_rate_limited:
             raise DiscordRateLimited(
@@ -329,13 +339,17 @@ class DiscordRest:
         return result
 
     async def edit_original_response(
-        self, application_id: int | str, token: str, body: Mapping[str, Any]
+        self,
+        application_id: int | str,
+        token: str,
+        body: Mapping[str, Any],
+        files: Sequence[File] = (),
     ) -> JSONObject:
-        """Replace an interaction's deferred ("thinking...") message."""
+        """Replace an interaction's deferred ("thinking...") message, with `files` attached."""
         route = routes.PATCH_ORIGINAL_RESPONSE.compile(
             webhook_id=application_id, webhook_token=token
         )
-        result: JSONObject = await self.request(route, body=dict(body))
+        result: JSONObject = await self.request(route, body=dict(body), files=files)
         return result
 
     async def create_followup(

@@ -1,17 +1,70 @@
-"""A slash-command invocation as the worker sees it: who asked what, where."""
+"""A command invocation as the worker sees it: who asked what, where, about which message."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from app.discord.snowflakes import snowflake_time
 from app.errors import BotError
+from app.interactions.commands import MESSAGE
 from app.interactions.models import SNOWFLAKE, option_values, parse_permissions
 
 
 class InvalidInvocation(BotError):
     """A queued interaction lacks what the worker needs to answer it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMessage:
+    """The message a context-menu command was run on, as Discord resolved it.
+
+    Its content is what Discord showed the member; handlers prefer the stored copy,
+    which is what the privacy rules have been applied to.
+    """
+
+    id: int
+    channel_id: str
+    content: str = field(default="", repr=False)
+    author_id: str | None = None
+    timestamp: datetime | None = None
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], channel_id: str) -> TargetMessage:
+        """Read `data.target_id` and `data.resolved.messages`; raise InvalidInvocation."""
+        target_id = data.get("target_id")
+        if not isinstance(target_id, str) or not SNOWFLAKE.fullmatch(target_id):
+            raise InvalidInvocation("message command has no target_id snowflake")
+        resolved = data.get("resolved")
+        messages = resolved.get("messages") if isinstance(resolved, dict) else None
+        message = messages.get(target_id) if isinstance(messages, dict) else None
+        if not isinstance(message, dict) or message.get("id") != target_id:
+            raise InvalidInvocation("message command lacks its resolved target message")
+        # The menu is opened on a message of the invoking channel; any other channel
+        # could be one the member cannot read.
+        if message.get("channel_id") != channel_id:
+            raise InvalidInvocation("target message is not in the interaction's channel")
+        author = message.get("author")
+        author_id = author.get("id") if isinstance(author, dict) else None
+        content = message.get("content")
+        return cls(
+            id=int(target_id),
+            channel_id=channel_id,
+            content=content if isinstance(content, str) else "",
+            author_id=author_id if isinstance(author_id, str) else None,
+            timestamp=_time(message.get("timestamp")),
+        )
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +84,8 @@ class Invocation:
     # The member's permissions in the invoking channel as Discord computed them;
     # None when not known (a question asked from the terminal).
     permissions: int | None
+    # The message a context-menu command was run on; None for slash commands.
+    target: TargetMessage | None = None
 
     @property
     def created_at(self) -> float:
@@ -67,6 +122,9 @@ class Invocation:
         permissions = (member or {}).get("permissions")
         roles = (member or {}).get("roles")
         roles = roles if isinstance(roles, list) else []
+        kind = data.get("type")
+        is_message_command = type(kind) is int and kind == MESSAGE
+        target = TargetMessage.from_data(data, values["channel_id"]) if is_message_command else None
         return cls(
             id=values["id"],
             application_id=values["application_id"],
@@ -81,4 +139,5 @@ class Invocation:
             ),
             member_roles=tuple(r for r in roles if isinstance(r, str)),
             permissions=parse_permissions(str(permissions)),
+            target=target,
         )

@@ -12,7 +12,9 @@ import orjson
 from app.discord.permissions import ADMINISTRATOR
 from app.errors import BotError
 from app.interactions.commands import (
+    CHAT_INPUT,
     COMMANDS,
+    MESSAGE,
     OPTION_CHANNEL,
     OPTION_INTEGER,
     OPTION_STRING,
@@ -24,8 +26,8 @@ from app.retrieval.query import parse_when
 PING: Final = 1
 APPLICATION_COMMAND: Final = 2
 
-# Options of /search read as times (see app.retrieval.query.parse_when).
-_WHEN_OPTIONS: Final = frozenset({"after", "before"})
+# Options read as times: /search's after and before, /summarize's since (see parse_when).
+_WHEN_OPTIONS: Final = frozenset({"after", "before", "since"})
 # Discord ids are unsigned 64-bit integers sent as decimal strings.
 SNOWFLAKE: Final = re.compile(r"[0-9]{1,20}")
 # Permission bit sets are decimal strings too; the cap keeps int() cheap.
@@ -55,6 +57,8 @@ class Interaction:
     id: str | None
     raw: dict[str, Any] = field(repr=False)
     command: str | None = None
+    # The command's kind (`data.type`): a slash command, or a message context-menu command.
+    command_type: int = CHAT_INPUT
     options: dict[str, Any] = field(default_factory=dict)
     user_id: str | None = None
     permissions: int = 0
@@ -94,11 +98,14 @@ def parse_interaction(body: bytes) -> Interaction:
     data = raw.get("data")
     data = data if isinstance(data, dict) else {}
     name = data.get("name")
+    # Discord always sends data.type; without it the command is taken as a slash command.
+    command_type = data.get("type", CHAT_INPUT)
     return Interaction(
         type=kind,
         id=interaction_id,
         raw=raw,
         command=name if isinstance(name, str) else None,
+        command_type=command_type if type(command_type) is int else 0,
         options=option_values(data.get("options")),
         user_id=_user_id(raw),
         permissions=_permissions(raw),
@@ -154,6 +161,11 @@ def shown_name(name: str) -> str:
     return name if len(name) <= NAME_SHOWN_MAX else name[:NAME_SHOWN_MAX] + "…"
 
 
+def command_label(name: str, command_type: int) -> str:
+    """A command as members see it: `/ask`, or "Find related" for a context-menu command."""
+    return f"“{name}”" if command_type == MESSAGE else f"/{name}"
+
+
 @dataclass(frozen=True, slots=True)
 class _OptionRule:
     name: str
@@ -180,7 +192,8 @@ def _rules() -> dict[str, dict[str, _OptionRule]]:
                 min_length=o.get("min_length"),
                 max_length=o.get("max_length"),
             )
-            for o in command["options"]
+            # Context-menu commands have no options at all.
+            for o in command.get("options", [])
         }
     return rules
 
@@ -194,19 +207,28 @@ class OptionChecker:
 
     def __init__(self) -> None:
         self._rules = _rules()
+        self._types = {c["name"]: c["type"] for c in COMMANDS}
 
-    def problem(self, command: str, options: dict[str, Any]) -> str | None:
+    def problem(
+        self, command: str, options: dict[str, Any], command_type: int = CHAT_INPUT
+    ) -> str | None:
         """A short explanation of what is wrong with the options, or None when they are fine."""
         rules = self._rules.get(command)
         if rules is None:
             return f"/{shown_name(command)} is not a command I know."
+        registered = self._types[command]
+        if command_type != registered:
+            # A slash command's name sent as a context-menu command, or the other way round.
+            kind = "a command of a message's Apps menu" if registered == MESSAGE else "a / command"
+            return f"{command_label(command, registered)} is {kind}."
+        label = command_label(command, registered)
         for name in options:
             if name not in rules:
-                return f"/{command} has no option `{shown_name(name)}`."
+                return f"{label} has no option `{shown_name(name)}`."
         for rule in rules.values():
             if rule.name not in options:
                 if rule.required:
-                    return f"/{command} needs the option `{rule.name}`."
+                    return f"{label} needs the option `{rule.name}`."
                 continue
             problem = _check(rule, options[rule.name])
             if problem is not None:

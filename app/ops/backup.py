@@ -9,11 +9,14 @@ between is harmless (search keeps only live rows, and a re-sent vector replaces
 itself), and `reindex` rebuilds the index from the database at any time.
 
 `python -m app backup` hands the copy to the worker when it runs (see
-`app.cli.foreground.backup`); `restore` never runs beside it.
+`app.cli.foreground.backup`); `restore` never runs beside it. A restore keeps the opt-outs
+of the state it replaces: a member who opted out after the backup was taken stays opted
+out, their messages withheld again in the restored database (`app.store.privacy`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -143,6 +146,7 @@ def restore(settings: Settings, src: Path, clock: Callable[[], float] = time.tim
         raise BackupError(f"{exc}: stop the worker before restoring") from None
     try:
         database = sqlite_file(settings)
+        opted_out = _opt_outs(database)
         aside = settings.data_dir / f"before-restore-{int(clock())}"
         aside.mkdir(parents=True)
         for suffix in ("", *_SQLITE_SUFFIXES):
@@ -156,6 +160,8 @@ def restore(settings: Settings, src: Path, clock: Callable[[], float] = time.tim
             if settings.chroma_path.exists():
                 settings.chroma_path.rename(aside / INDEX_DIR)
             shutil.copytree(src / INDEX_DIR, settings.chroma_path)
+        if opted_out:
+            asyncio.run(_keep_opt_outs(settings.database_url, opted_out))
     finally:
         lock.release()
     logger.info("restored %s; the previous state is kept in %s", src, aside)
@@ -164,7 +170,35 @@ def restore(settings: Settings, src: Path, clock: Callable[[], float] = time.tim
     line = line.rsplit(",", 1)[0] + f", {time.monotonic() - started:.1f} s"
     if not with_index:
         line += "; run `python -m app reindex` to rebuild the index"
+    if opted_out:
+        line += f"; the {len(opted_out)} opt-outs of the replaced state are kept"
     return f"{line}; the previous state is in {aside}"
+
+
+def _opt_outs(database: Path) -> list[tuple[str, str]]:
+    """Who opted out, and when, by the database about to be replaced (none if unreadable)."""
+    if not database.is_file():
+        return []
+    try:
+        connection = sqlite3.connect(database)
+        try:
+            rows = connection.execute("SELECT user_id, at FROM opted_out").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError:
+        return []
+    return [(str(user_id), str(at)) for user_id, at in rows]
+
+
+async def _keep_opt_outs(url: str, opted_out: list[tuple[str, str]]) -> None:
+    """Opt the members out again in the restored database (migrated first: it may be older)."""
+    from app.store.db import Store
+    from app.store.models import parse_time
+
+    async with Store.from_url(url) as store:
+        await store.migrate()
+        for user_id, at in opted_out:
+            await store.opt_out(user_id, at=parse_time(at))
 
 
 def _read_manifest(src: Path) -> dict[str, Any]:

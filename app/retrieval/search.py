@@ -136,7 +136,8 @@ class Retriever:
         ids = list(dict.fromkeys([h.id for h in dense_hits] + [i for i, _ in lexical]))
         rows = {m.id: m for m in await self._store.get_messages(ids)}
         live = [rows[i] for i in ids if i in rows and rows[i].channel_id in channel_ids]
-        live = [m for m in live if filters.admits(m)]
+        # A vector not yet deleted after its author opted out is never a hit.
+        live = [m for m in live if not m.withheld and filters.admits(m)]
         neighbours = await self._store.neighbour_ids([m.id for m in live])
         scored = {m.id for m in live} | {n for ns in neighbours.values() for n in ns}
         # The dense side already scored its own hits; only the others need their vectors.

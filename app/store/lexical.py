@@ -19,7 +19,8 @@ On SQLite this is an FTS5 table (porter stemming) keyed by the message id; on
 Postgres a `tsvector` per message with a GIN index. Rows are rewritten in the
 same transaction as the messages they describe (a page, an edit, a deletion),
 together with their neighbours, whose context changed: a search never sees a
-deleted message or an edit's old words. Part of `Store` (see `app.store.db`).
+deleted message or an edit's old words. A withheld message (its author opted out, see
+`app.store.privacy`) has no row and is no one's context. Part of `Store` (see `app.store.db`).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class LexicalQueries:
         clause, values = in_clause("channel_id", channel_ids)
         rows = await self._database.fetch_all(
             "SELECT author_id, MAX(author_name) AS name FROM messages "
-            f"WHERE {clause} AND deleted = FALSE GROUP BY author_id",
+            f"WHERE {clause} AND deleted = FALSE AND withheld = FALSE GROUP BY author_id",
             values,
         )
         return {str(r["author_id"]): str(r["name"] or "") for r in rows}
@@ -153,9 +154,9 @@ class LexicalQueries:
             rows = await self._database.fetch_all(
                 "SELECT m.id AS id, "
                 "(SELECT p.id FROM messages p WHERE p.channel_id = m.channel_id AND p.id < m.id "
-                "AND p.deleted = FALSE ORDER BY p.id DESC LIMIT 1) AS prev, "
+                "AND p.deleted = FALSE AND p.withheld = FALSE ORDER BY p.id DESC LIMIT 1) AS prev, "
                 "(SELECT n.id FROM messages n WHERE n.channel_id = m.channel_id AND n.id > m.id "
-                "AND n.deleted = FALSE ORDER BY n.id LIMIT 1) AS next "
+                "AND n.deleted = FALSE AND n.withheld = FALSE ORDER BY n.id LIMIT 1) AS next "
                 f"FROM messages m WHERE {clause}",
                 values,
             )
@@ -182,7 +183,7 @@ async def refresh_lexical(database: Database, channel_id: str, low: int, high: i
     for op, order, bound in (("<", "DESC", low), (">", "ASC", high)):
         found = await database.fetch_all(
             f"SELECT id FROM messages WHERE channel_id = :channel_id AND id {op} :bound "
-            f"AND deleted = FALSE ORDER BY id {order} LIMIT 2",
+            f"AND deleted = FALSE AND withheld = FALSE ORDER BY id {order} LIMIT 2",
             {"channel_id": channel_id, "bound": bound},
         )
         outer.append([int(r["id"]) for r in found])
@@ -190,7 +191,7 @@ async def refresh_lexical(database: Database, channel_id: str, low: int, high: i
     last = outer[1][-1] if outer[1] else high
     rows = await database.fetch_all(
         f"{MESSAGE_SELECT} WHERE channel_id = :channel_id AND id >= :first AND id <= :last "
-        "AND deleted = FALSE ORDER BY id",
+        "AND deleted = FALSE AND withheld = FALSE ORDER BY id",
         {"channel_id": channel_id, "first": first, "last": last},
     )
     messages = [message_from_row(r) for r in rows]
@@ -228,7 +229,7 @@ async def rebuild_lexical(database: Database) -> int:
             # In slices, so a large channel never sits in memory whole.
             ids = await database.fetch_all(
                 "SELECT id FROM messages WHERE channel_id = :channel_id AND id > :low "
-                "AND deleted = FALSE ORDER BY id LIMIT 2000",
+                "AND deleted = FALSE AND withheld = FALSE ORDER BY id LIMIT 2000",
                 {"channel_id": channel_id, "low": low},
             )
             if not ids:
@@ -244,7 +245,7 @@ async def _live(database: Database, ids: Iterable[int]) -> list[StoredMessage]:
     for chunk in chunks(ids):
         clause, values = in_clause("id", chunk)
         rows = await database.fetch_all(
-            f"{MESSAGE_SELECT} WHERE deleted = FALSE AND {clause}", values
+            f"{MESSAGE_SELECT} WHERE deleted = FALSE AND withheld = FALSE AND {clause}", values
         )
         found.extend(message_from_row(r) for r in rows)
     return found

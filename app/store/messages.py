@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from databases import Database
@@ -26,9 +26,11 @@ from app.store.models import (
     PageResult,
     Stats,
     StoredMessage,
+    WeekCount,
     format_time,
     parse_time,
 )
+from app.store.privacy import RefetchSpan, advance_refetch, withhold_opted_out
 from app.store.rows import (
     MESSAGE_INSERT,
     MESSAGE_SELECT,
@@ -78,6 +80,8 @@ class MessageQueries:
             await write_cursor(
                 self._database, channel_id, guild_id, newest_id, backfill_before, backfill_complete
             )
+            # Members who opted out: their text never reaches the database (app.store.privacy).
+            page = await withhold_opted_out(self._database, page)
             stored = await self._stored_rows(list(page))
             new = [m for i, m in page.items() if i not in stored]
             edited: list[int] = []
@@ -107,6 +111,17 @@ class MessageQueries:
             len(result.unchanged),
         )
         return result
+
+    @full_translated
+    async def save_refetched_page(
+        self, channel_id: str, messages: Iterable[StoredMessage], span: RefetchSpan, through: int
+    ) -> PageResult:
+        """Write a page read again for members who opted back in, and move the channel's
+        refetch span past it (to `through`), in one transaction."""
+        async with self._database.transaction():
+            # Written first: the transaction takes the write lock before it reads.
+            await advance_refetch(self._database, span, through)
+            return await self.save_page(channel_id, messages)
 
     @full_translated
     async def mark_deleted(self, channel_id: str, ids: Iterable[int]) -> None:
@@ -157,7 +172,8 @@ class MessageQueries:
         return {int(row["id"]): str(row["content_hash"]) for row in rows}
 
     async def get_messages(self, ids: Iterable[int]) -> list[StoredMessage]:
-        """The live messages among `ids`, by id."""
+        """The live messages among `ids`, by id; a withheld one (its author opted out) comes
+        without text and with `withheld` set, so a caller can tell it from an unknown id."""
         found: list[StoredMessage] = []
         for chunk in chunks(ids):
             clause, values = in_clause("id", chunk)
@@ -177,12 +193,12 @@ class MessageQueries:
         values = {"channel_id": channel_id, "id": message_id}
         earlier = await self._database.fetch_all(
             f"{MESSAGE_SELECT} WHERE channel_id = :channel_id AND id < :id AND deleted = FALSE "
-            "ORDER BY id DESC LIMIT :limit",
+            "AND withheld = FALSE ORDER BY id DESC LIMIT :limit",
             {**values, "limit": before},
         )
         later = await self._database.fetch_all(
             f"{MESSAGE_SELECT} WHERE channel_id = :channel_id AND id >= :id AND deleted = FALSE "
-            "ORDER BY id LIMIT :limit",
+            "AND withheld = FALSE ORDER BY id LIMIT :limit",
             {**values, "limit": after + 1},
         )
         if not later or int(later[0]["id"]) != message_id:
@@ -190,35 +206,62 @@ class MessageQueries:
         return [message_from_row(row) for row in [*reversed(earlier), *later]]
 
     async def recent_messages(self, channel_id: str, count: int) -> list[StoredMessage]:
-        """The `count` most recent live messages of a channel, oldest first."""
+        """The `count` most recent live messages of a channel, oldest first (none withheld)."""
         rows = await self._database.fetch_all(
             f"{MESSAGE_SELECT} WHERE channel_id = :channel_id AND deleted = FALSE "
+            "AND withheld = FALSE "
             "ORDER BY id DESC LIMIT :limit",
             {"channel_id": channel_id, "limit": count},
         )
         return [message_from_row(row) for row in reversed(rows)]
 
-    async def channel_stats(self, channel_ids: Sequence[str], top: int = 5) -> Stats:
-        """Live message count, first and last time, and the `top` authors of some channels."""
+    async def messages_from(
+        self, channel_id: str, from_id: int, limit: int, *, latest: bool = False
+    ) -> list[StoredMessage]:
+        """Up to `limit` live messages of a channel from `from_id` on (it included), oldest first.
+
+        The first `limit` of them, or with `latest` the last `limit` (those nearest now).
+        """
+        order = "DESC" if latest else "ASC"
+        rows = await self._database.fetch_all(
+            f"{MESSAGE_SELECT} WHERE channel_id = :channel_id AND id >= :from_id "
+            f"AND deleted = FALSE AND withheld = FALSE ORDER BY id {order} LIMIT :limit",
+            {"channel_id": channel_id, "from_id": from_id, "limit": limit},
+        )
+        found = [message_from_row(row) for row in rows]
+        return found[::-1] if latest else found
+
+    async def channel_stats(
+        self, channel_ids: Sequence[str], top: int = 5, *, since: datetime | None = None
+    ) -> Stats:
+        """Live message count, first and last time, and the `top` authors of some channels
+        (counting their messages from `since` on, when given)."""
         if not channel_ids:
             return Stats(count=0, first=None, last=None)
         clause, values = in_clause("channel_id", channel_ids)
+        # Stored times are fixed-width UTC text, so they compare as the times do.
+        period = "" if since is None else " AND timestamp >= :since"
+        if since is not None:
+            values["since"] = format_time(since)
         summary = await self._database.fetch_one(
             "SELECT COUNT(*) AS n, MIN(timestamp) AS first, MAX(timestamp) AS last "
-            f"FROM messages WHERE deleted = FALSE AND {clause}",
+            f"FROM messages WHERE deleted = FALSE AND {clause}{period}",
             values,
         )
         assert summary is not None  # an aggregate always returns one row
         # Both lists bind the same parameter names to the same channel ids.
         m_clause, _ = in_clause("m.channel_id", channel_ids)
         a_clause, _ = in_clause("a.channel_id", channel_ids)
+        m_period = period.replace("timestamp", "m.timestamp")
         # Ties broken by author id so the answer is stable; the name is the author's latest.
         authors = await self._database.fetch_all(
             "SELECT m.author_id AS author_id, COUNT(*) AS n, "
             "(SELECT a.author_name FROM messages a WHERE a.author_id = m.author_id "
             f"AND a.deleted = FALSE AND {a_clause} ORDER BY a.id DESC LIMIT 1) AS name "
-            f"FROM messages m WHERE m.deleted = FALSE AND {m_clause} GROUP BY m.author_id "
-            "ORDER BY n DESC, m.author_id LIMIT :top",
+            # Counted above, never named: the messages of members who opted out.
+            "FROM messages m WHERE m.deleted = FALSE AND m.withheld = FALSE "
+            f"AND {m_clause}{m_period} "
+            "GROUP BY m.author_id ORDER BY n DESC, m.author_id LIMIT :top",
             {**values, "top": top},
         )
         return Stats(
@@ -231,12 +274,39 @@ class MessageQueries:
             ),
         )
 
+    async def messages_per_week(
+        self, channel_ids: Sequence[str], *, since: datetime | None = None
+    ) -> list[WeekCount]:
+        """Live messages of some channels per week (from `since` on), oldest week first.
+
+        Counted per day in SQL on the stored time's date (the same text on SQLite and
+        Postgres, so no dialect's date functions), then folded into weeks starting on Monday.
+        """
+        if not channel_ids:
+            return []
+        clause, values = in_clause("channel_id", channel_ids)
+        period = "" if since is None else " AND timestamp >= :since"
+        if since is not None:
+            values["since"] = format_time(since)
+        rows = await self._database.fetch_all(
+            "SELECT SUBSTR(timestamp, 1, 10) AS day, COUNT(*) AS n FROM messages "
+            f"WHERE deleted = FALSE AND {clause}{period} GROUP BY SUBSTR(timestamp, 1, 10)",
+            values,
+        )
+        weeks: dict[date, int] = {}
+        for row in rows:
+            day = date.fromisoformat(str(row["day"]))
+            monday = day - timedelta(days=day.weekday())
+            weeks[monday] = weeks.get(monday, 0) + int(row["n"])
+        return [WeekCount(week, weeks[week]) for week in sorted(weeks)]
+
     async def iter_live_messages(self, batch: int = 500) -> AsyncIterator[list[StoredMessage]]:
         """Every live message in batches by id, for a full rebuild of the vector index."""
         last = -1
         while True:
             rows = await self._database.fetch_all(
-                f"{MESSAGE_SELECT} WHERE id > :last AND deleted = FALSE ORDER BY id LIMIT :n",
+                f"{MESSAGE_SELECT} WHERE id > :last AND deleted = FALSE AND withheld = FALSE "
+                "ORDER BY id LIMIT :n",
                 {"last": last, "n": batch},
             )
             if not rows:
@@ -253,7 +323,7 @@ class MessageQueries:
             clause, values = in_clause("id", chunk)
             rows = await self._database.fetch_all(
                 "SELECT id, content, attachments, embeds, edited, edited_at, deleted, "
-                f"content_hash, index_state FROM messages WHERE {clause}",
+                f"content_hash, index_state, withheld FROM messages WHERE {clause}",
                 values,
             )
             for row in rows:
@@ -264,7 +334,10 @@ class MessageQueries:
         params = message_params(message)
         text_changed = old["content_hash"] != params["content_hash"]
         revived = bool(old["deleted"])
-        if text_changed and message.edited_at is None:
+        # Withholding a member's text (an opt-out) or giving it back is no edit of theirs.
+        withheld_changed = bool(old["withheld"]) != message.withheld
+        edit = text_changed and not withheld_changed
+        if edit and message.edited_at is None:
             # Discord always stamps edits; a missing stamp still records when we saw it.
             params["edited_at"] = format_time(datetime.now(UTC))
         elif message.edited_at is None:
@@ -272,24 +345,27 @@ class MessageQueries:
         same = (
             not text_changed
             and not revived
+            and not withheld_changed
             and all(old[c] == params[c] for c in ("content", "attachments", "embeds", "edited_at"))
         )
         if same:
             return False
-        state = IndexState.PENDING.value if text_changed or revived else old["index_state"]
+        state = _next_state(message, old, text_changed or revived or withheld_changed)
         await self._database.execute(
             "UPDATE messages SET content = :content, attachments = :attachments, "
             "embeds = :embeds, content_hash = :content_hash, edited = :edited, "
-            "edited_at = :edited_at, deleted = FALSE, index_state = :index_state WHERE id = :id",
+            "edited_at = :edited_at, deleted = FALSE, index_state = :index_state, "
+            "withheld = :withheld WHERE id = :id",
             {
                 "id": message.id,
                 "content": params["content"],
                 "attachments": params["attachments"],
                 "embeds": params["embeds"],
                 "content_hash": params["content_hash"],
-                "edited": message.edited or text_changed or bool(old["edited"]),
+                "edited": message.edited or edit or bool(old["edited"]),
                 "edited_at": params["edited_at"],
                 "index_state": state,
+                "withheld": message.withheld,
             },
         )
         return True
@@ -298,6 +374,18 @@ class MessageQueries:
         rows = []
         for message in messages:
             params = message_params(message)
-            params["index_state"] = IndexState.PENDING.value
+            # A withheld message (its author opted out) is never embedded.
+            state = IndexState.REMOVED if message.withheld else IndexState.PENDING
+            params["index_state"] = state.value
             rows.append(params)
         await execute_many(self._database, MESSAGE_INSERT, rows)
+
+
+def _next_state(message: StoredMessage, old: Mapping[str, Any], to_embed: bool) -> str:
+    """A changed row's index state: embedded again when its text changed; a withheld one's
+    vector leaves the index (or stays gone)."""
+    if message.withheld:
+        if old["index_state"] == IndexState.REMOVED.value:
+            return IndexState.REMOVED.value
+        return IndexState.PENDING_REMOVAL.value
+    return IndexState.PENDING.value if to_embed else str(old["index_state"])

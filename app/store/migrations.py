@@ -3,6 +3,11 @@
 To change the schema, append a `Migration` with the next number to `MIGRATIONS`; never edit
 one that has shipped. The SQL is written for SQLite and kept portable; `render` rewrites the
 few type names that differ on Postgres.
+
+Several workers may start at once on one Postgres database. Each migration's transaction
+(and the one that creates `schema_version`) first takes a transaction-scoped advisory lock,
+so they apply one at a time and the re-check inside sees what another has committed; on
+SQLite the transaction's write lock does the same.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ class Migration:
     statements: tuple[str, ...]
     postgres: tuple[str, ...] | None = None
     then: Callable[[Any], Awaitable[object]] | None = None
+
+
+async def _build_lexical_if_missing(database: Any) -> None:
+    """Migration 3's rebuild of the lexical index, for a database that comes from version 2.
+
+    It moved here because it reads `messages.withheld`; a database already at version 3 has
+    its rows and is left alone.
+    """
+    if await database.fetch_val("SELECT 1 FROM message_text LIMIT 1") is None:
+        await rebuild_lexical(database)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -126,9 +141,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_messages_channel_author ON messages (channel_id, author_id)",
             "UPDATE messages SET index_state = 'pending' WHERE deleted = FALSE",
         ),
-        then=rebuild_lexical,
+        # The rebuild from the rows runs in migration 4: it reads the `withheld` column.
+    ),
+    Migration(
+        4,
+        "members' privacy: opt-outs, withheld messages, spans to fetch again",
+        (
+            # A member who opted out (app.store.privacy): their messages are kept without text.
+            "CREATE TABLE opted_out (user_id TEXT PRIMARY KEY, at DATETIME NOT NULL)",
+            "ALTER TABLE messages ADD COLUMN withheld BOOLEAN NOT NULL DEFAULT FALSE",
+            # Per channel, the ids after `after_id` up to `until_id` to read from Discord again
+            # (a member opted back in); `after_id` moves with each page written.
+            """CREATE TABLE refetch_spans (
+                channel_id TEXT PRIMARY KEY,
+                after_id BIGINT NOT NULL,
+                until_id BIGINT NOT NULL
+            )""",
+        ),
+        then=_build_lexical_if_missing,
     ),
 )
+
+# The advisory lock key migrators take on Postgres (any constant shared by every process).
+_PG_MIGRATION_LOCK = 7_204_311_958
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER PRIMARY KEY,
@@ -155,7 +190,9 @@ async def apply_migrations(
     """Apply the migrations missing from `schema_version`, in order; return their versions."""
     _check_sequence(migrations)
     dialect = str(database.url.dialect)
-    await database.execute(_VERSION_TABLE)
+    async with database.transaction():
+        await _exclude_other_migrators(database, dialect)
+        await database.execute(_VERSION_TABLE)
     rows = await database.fetch_all("SELECT version FROM schema_version")
     done = {int(row["version"]) for row in rows}
     applied: list[int] = []
@@ -163,6 +200,7 @@ async def apply_migrations(
         if migration.version in done:
             continue
         async with database.transaction():
+            await _exclude_other_migrators(database, dialect)
             # Re-checked inside the transaction, so a concurrent migrator cannot apply it twice.
             already = await database.fetch_val(
                 "SELECT COUNT(*) FROM schema_version WHERE version = :version",
@@ -188,6 +226,12 @@ async def apply_migrations(
         logger.info("applied schema migration %d (%s)", migration.version, migration.name)
         applied.append(migration.version)
     return applied
+
+
+async def _exclude_other_migrators(database: Any, dialect: str) -> None:
+    """On Postgres, wait for any other process's migration transaction to end."""
+    if dialect.startswith("postgres"):
+        await database.execute(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
 
 
 def _check_sequence(migrations: Sequence[Migration]) -> None:

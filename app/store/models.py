@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -109,6 +109,8 @@ class StoredMessage:
     attachments: tuple[Attachment, ...] = ()
     embeds: tuple[Embed, ...] = ()
     index_state: IndexState = IndexState.PENDING
+    # Its author opted out (app.store.privacy): the row keeps its place, without any text.
+    withheld: bool = False
 
     @property
     def extra_text(self) -> str:
@@ -209,6 +211,13 @@ class AuthorCount(NamedTuple):
 
     author_id: str
     name: str
+    message_count: int
+
+
+class WeekCount(NamedTuple):
+    """Live messages of the week (UTC) that starts on `week`, a Monday."""
+
+    week: date
     message_count: int
 
 

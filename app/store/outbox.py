@@ -35,7 +35,7 @@ class OutboxQueries:
         """Live messages waiting to be (re)embedded, oldest id first."""
         rows = await self._database.fetch_all(
             f"{MESSAGE_SELECT} WHERE index_state = :state AND deleted = FALSE "
-            "ORDER BY id LIMIT :limit",
+            "AND withheld = FALSE ORDER BY id LIMIT :limit",
             {"state": IndexState.PENDING.value, "limit": limit},
         )
         return [message_from_row(row) for row in rows]
@@ -99,9 +99,10 @@ class OutboxQueries:
 
     @full_translated
     async def reset_index_state(self) -> None:
-        """Set every live message back to pending, for a full rebuild of the vector index."""
+        """Set every live message back to pending, for a full rebuild of the vector index
+        (a withheld one, whose author opted out, is never embedded)."""
         await self._database.execute(
-            "UPDATE messages SET index_state = :pending WHERE deleted = FALSE",
+            "UPDATE messages SET index_state = :pending WHERE deleted = FALSE AND withheld = FALSE",
             {"pending": IndexState.PENDING.value},
         )
 

@@ -28,7 +28,7 @@ from app.store.models import (
     parse_time,
 )
 
-# Rows per multi-row INSERT: 17 columns x 50 rows stays far below every backend's bind limit.
+# Rows per multi-row INSERT: 18 columns x 50 rows stays far below every backend's bind limit.
 INSERT_CHUNK = 50
 # Ids per `IN (...)` list.
 _IN_CHUNK = 500
@@ -51,6 +51,7 @@ MESSAGE_COLUMNS = (
     "embeds",
     "content_hash",
     "index_state",
+    "withheld",
 )
 MESSAGE_SELECT = f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages"
 MESSAGE_INSERT: Final = (
@@ -81,6 +82,7 @@ def message_params(message: StoredMessage) -> dict[str, Any]:
         "embeds": _to_json([asdict(e) for e in message.embeds]),
         "content_hash": message.content_hash,
         "index_state": message.index_state.value,
+        "withheld": message.withheld,
     }
 
 
@@ -103,6 +105,7 @@ def message_from_row(row: Any) -> StoredMessage:
         attachments=tuple(Attachment(**a) for a in json.loads(row["attachments"] or "[]")),
         embeds=tuple(Embed(**e) for e in json.loads(row["embeds"] or "[]")),
         index_state=IndexState(row["index_state"]),
+        withheld=bool(row["withheld"]),
     )
 
 

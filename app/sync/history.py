@@ -9,6 +9,9 @@ point resumes exactly where the last committed page ended:
   newest id seen on the first page becomes the forward cursor;
 - **forward** (every run): pages with `after=` the newest stored id until a
   short page; Discord returns the 100 messages just after the cursor;
+- **refetch** (after members opt back in): pages with `after=` through the span of ids
+  recorded for the channel (`app.store.privacy`), so their text comes back from Discord;
+  the span's cursor moves in each page's transaction;
 - **recheck** (every later run): re-reads the recent window (SYNC_RECHECK_DAYS) from
   the newest message down; changed text updates the row (and re-embeds),
   stored ids the window no longer holds are marked deleted.
@@ -101,6 +104,7 @@ class HistorySync:
             if backfilling:
                 await self._backfill(channel, result)
             await self._forward(channel, result)
+            await self._refetch(channel, result)
             # A backfill that just read everything leaves nothing to recheck.
             if self._recheck_seconds > 0 and not backfilling:
                 await self._recheck(channel, result)
@@ -154,6 +158,28 @@ class HistorySync:
             if len(page) < PAGE_SIZE:
                 return
             after = newest
+
+    async def _refetch(self, channel: ChannelRecord, result: ChannelResult) -> None:
+        """Read again the span of messages whose authors opted back in (app.store.privacy).
+
+        Pages with `after=` from the span's cursor, which moves in each page's transaction;
+        the span is read again after each page, so one an opt-in widened meanwhile is walked
+        from its new start.
+        """
+        span = await self._store.refetch_span(channel.id)
+        while span is not None:
+            page = await self._fetch(channel, result, after=span.after_id)
+            ids = [int(m["id"]) for m in page]
+            through = max(ids, default=span.until_id)
+            if len(page) < PAGE_SIZE or through >= span.until_id:
+                through = span.until_id
+            within = [m for m in page if int(m["id"]) <= span.until_id]
+            saved = await self._store.save_refetched_page(
+                channel.id, self._convert(within, channel), span, through
+            )
+            result.add(saved)
+            self._on_page(len(page))
+            span = await self._store.refetch_span(channel.id)
 
     async def _recheck(self, channel: ChannelRecord, result: ChannelResult) -> None:
         floor = time_snowflake(self._clock() - self._recheck_seconds)

@@ -112,6 +112,17 @@ class Indexer:
                 counts.embedded += len(finished.batch)
         return counts
 
+    async def remove(self, ids: Sequence[int]) -> None:
+        """Delete these messages' vectors now, beside any drain in progress (an opt-out).
+
+        A drain in progress, here or in another worker, may still write a vector it embedded
+        before the row was withheld: it deletes that one again once written (see `_write`).
+        """
+        if not ids:
+            return
+        await asyncio.to_thread(self._index.delete, ids)
+        await self._store.mark_removed(ids)
+
     async def _next_batch(
         self, seen: set[int], *, in_flight: Sequence[StoredMessage]
     ) -> list[StoredMessage]:
@@ -144,6 +155,11 @@ class Indexer:
             await self._store.mark_indexed(
                 [m.id for m in messages], expected_hashes={m.id: m.content_hash for m in messages}
             )
+            # Their author opted out while they were embedded: the opt-out may have deleted
+            # the vectors before they were written, so they go again now.
+            withheld = await self._store.withheld_ids(m.id for m in messages)
+            if withheld:
+                await asyncio.to_thread(self._index.delete, sorted(withheld))
             if on_indexed is not None:
                 on_indexed(len(messages))
 

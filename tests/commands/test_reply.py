@@ -8,9 +8,17 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from app.commands.delivery import MESSAGE_LIMIT, RedisFollowupLedger, Reply
+from app.commands.delivery import (
+    MESSAGE_LIMIT,
+    SUPPRESS_EMBEDS,
+    CollectedReply,
+    RedisFollowupLedger,
+    Reply,
+)
+from app.discord.files import File
 from app.discord.rest import DiscordRest
 from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
+from tests.png import open_png, tiny_png
 
 TOKEN = "interaction-token-for-reply-tests-0123456789"
 
@@ -78,3 +86,56 @@ async def test_a_retried_delivery_edits_instead_of_repeating(
     delivered = fake_discord.interaction(TOKEN)
     assert len(delivered.followups) == count
     assert all("DETAILS" in m["content"] for m in delivered.shown() if "Point" in m["content"])
+
+
+def chart() -> File:
+    return File("stats.png", tiny_png(), "image/png", "Bar chart of messages per week.")
+
+
+async def test_a_file_rides_on_the_final_edit_and_pings_no_one(
+    fake_discord: FakeDiscord, client: aioredis.Redis
+) -> None:
+    async with DiscordRest(fake_discord.api_base, DEFAULT_TOKEN) as rest:
+        await make_reply(fake_discord, rest, client).send_file("**12 messages** @everyone", chart())
+    (request,) = fake_discord.requests
+    assert request.method == "PATCH" and request.template.endswith("/@original")
+    assert request.body["allowed_mentions"] == {"parse": []}
+    assert request.body["flags"] & SUPPRESS_EMBEDS
+    delivered = fake_discord.interaction(TOKEN)
+    assert delivered.original is not None
+    assert delivered.original["content"] == "**12 messages** @everyone"
+    (attachment,) = delivered.original["attachments"]
+    assert attachment["description"] == "Bar chart of messages per week."
+    assert open_png(delivered.uploads[0].content).size == (3, 2)
+    assert fake_discord.violations == []
+
+
+async def test_a_retried_job_shows_the_file_once(
+    fake_discord: FakeDiscord, client: aioredis.Redis
+) -> None:
+    async with DiscordRest(fake_discord.api_base, DEFAULT_TOKEN) as rest:
+        await make_reply(fake_discord, rest, client).send_file("numbers", chart())
+        await make_reply(fake_discord, rest, client).send_file("numbers", chart())
+    delivered = fake_discord.interaction(TOKEN)
+    assert [m["content"] for m in delivered.shown()] == ["numbers"]
+    assert delivered.original is not None and len(delivered.original["attachments"]) == 1
+    assert fake_discord.violations == []
+
+
+async def test_a_long_answer_with_a_file_keeps_the_file_on_its_first_part(
+    fake_discord: FakeDiscord, client: aioredis.Redis
+) -> None:
+    async with DiscordRest(fake_discord.api_base, DEFAULT_TOKEN) as rest:
+        await make_reply(fake_discord, rest, client).send_file(long_answer(), chart())
+    delivered = fake_discord.interaction(TOKEN)
+    first, *rest_of_it = delivered.shown()
+    assert len(first["attachments"]) == 1
+    assert rest_of_it and all(m["attachments"] == [] for m in rest_of_it)
+    assert fake_discord.violations == []
+
+
+async def test_the_terminal_keeps_the_text_and_the_file() -> None:
+    reply = CollectedReply()
+    await reply.send_file("numbers", chart())
+    assert reply.text == "numbers"
+    assert [f.filename for f in reply.files] == ["stats.png"]

@@ -1,4 +1,4 @@
-"""Schema migrations and the SQLite connection settings, on real files."""
+"""Schema migrations (on SQLite and Postgres) and the SQLite connection settings."""
 
 from __future__ import annotations
 
@@ -16,26 +16,29 @@ from app.store.migrations import MIGRATIONS, Migration, render
 from app.store.models import StoredMessage
 
 
-def _tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    return {name for (name,) in rows}
+async def _tables(url: str) -> set[str]:
+    async with Store.from_url(url) as store:
+        if store.is_sqlite:
+            query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            query = "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'"
+        rows = await store.database.fetch_all(query)
+    return {str(row["name"]) for row in rows}
 
 
-async def test_migrate_from_empty_then_rerun(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "bot.db"
-    async with Store.from_url(f"sqlite:///{path}") as store:
+async def test_migrate_from_empty_then_rerun(database_url: str) -> None:
+    async with Store.from_url(database_url) as store:
         assert await store.migrate() == [m.version for m in MIGRATIONS]
         assert await store.migrate() == []
-    assert {"messages", "channels", "roles", "schema_version"} <= _tables(path)
-    async with Store.from_url(f"sqlite:///{path}") as store:
+    assert {"messages", "channels", "roles", "schema_version"} <= await _tables(database_url)
+    async with Store.from_url(database_url) as store:
         assert await store.migrate() == []
         versions = await store.database.fetch_all("SELECT version FROM schema_version")
-    assert [row["version"] for row in versions] == [m.version for m in MIGRATIONS]
+    assert sorted(row["version"] for row in versions) == [m.version for m in MIGRATIONS]
 
 
-async def test_appending_a_migration_applies_only_it(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'bot.db'}"
+async def test_appending_a_migration_applies_only_it(database_url: str) -> None:
+    url = database_url
     async with Store.from_url(url) as store:
         await store.migrate()
     audit = Migration(
@@ -46,22 +49,22 @@ async def test_appending_a_migration_applies_only_it(tmp_path: Path) -> None:
     async with Store(open_database(url), (*MIGRATIONS, audit)) as store:
         assert await store.migrate() == [audit.version]
         assert await store.migrate() == []
-    assert "audit" in _tables(tmp_path / "bot.db")
+    assert "audit" in await _tables(url)
 
 
-async def test_failed_migration_is_rolled_back(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'bot.db'}"
+async def test_failed_migration_is_rolled_back(database_url: str) -> None:
+    url = database_url
     broken = Migration(
         len(MIGRATIONS) + 1,
         "broken",
         ("CREATE TABLE half (id INTEGER PRIMARY KEY)", "CREATE TABLE messages (id INTEGER)"),
     )
     async with Store(open_database(url), (*MIGRATIONS, broken)) as store:
-        with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        with pytest.raises(Exception, match="already exists"):
             await store.migrate()
         versions = await store.database.fetch_all("SELECT version FROM schema_version")
-    assert [row["version"] for row in versions] == [m.version for m in MIGRATIONS]
-    assert "half" not in _tables(tmp_path / "bot.db")
+    assert sorted(row["version"] for row in versions) == [m.version for m in MIGRATIONS]
+    assert "half" not in await _tables(url)
 
 
 async def test_migrations_must_be_numbered_in_order(tmp_path: Path) -> None:
@@ -81,7 +84,7 @@ def test_postgres_rendering() -> None:
 
 
 async def test_wal_busy_timeout_and_foreign_keys_are_set(tmp_path: Path) -> None:
-    path = tmp_path / "bot.db"
+    path = tmp_path / "nested" / "bot.db"  # the directory is made on connect
     async with Store.from_url(f"sqlite:///{path}") as store:
         await store.migrate()
         assert await store.database.fetch_val("PRAGMA busy_timeout") == BUSY_TIMEOUT_MS

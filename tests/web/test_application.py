@@ -21,7 +21,16 @@ from tests.serving import serving
 from tests.signing import Signer, command, encode
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ["torch", "chromadb", "sentence_transformers", "transformers", "llama_cpp", "databases"]
+HEAVY = [
+    "torch",
+    "chromadb",
+    "sentence_transformers",
+    "transformers",
+    "llama_cpp",
+    "databases",
+    "matplotlib",
+    "PIL",
+]
 
 
 def settings(redis_url: str, **env: str) -> Settings:
