@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean postgres-server
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,22 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not faults"
 
-test: lint typecheck $(STAMP)
+# The suite starts a throw-away PostgreSQL server of its own (tests/engines.py). Where none is
+# installed, root with apt installs Debian's; elsewhere the Postgres variants are skipped and
+# the run ends with a line saying so.
+postgres-server:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's postgresql package for the tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; } \
+			|| echo "could not install postgresql: the Postgres tests will be skipped"; \
+	else \
+		echo "no PostgreSQL server (Debian: apt-get install postgresql): its tests will be skipped"; \
+	fi
+
+test: lint typecheck $(STAMP) postgres-server
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -52,6 +52,9 @@ WORKER_REPORT_KEY: Final = "health:worker"
 # list every live worker with its age and the command line knows whether any worker runs.
 WORKER_HEARTBEAT_PREFIX: Final = "health:workers:"
 WORKER_HEARTBEAT_TTL: Final = 3 * HEARTBEAT_INTERVAL
+# Which worker runs a job: `worker:job:JOB_ID` holds its worker id while the job runs, so
+# a job left in progress by a worker whose heartbeat has gone can be freed for another.
+JOB_OWNER_PREFIX: Final = "worker:job:"
 # Leases (app.ops.leases) that coordinate every worker and command line: `lease:NAME`.
 LEASE_KEY_PREFIX: Final = "lease:"
 # Discord's rate limits shared by every process using the bot token: `ratelimit:...`.
@@ -75,6 +78,11 @@ def followups_key(interaction_id: str) -> str:
 def worker_heartbeat_key(worker_id: str) -> str:
     """The heartbeat key of one worker."""
     return WORKER_HEARTBEAT_PREFIX + worker_id
+
+
+def job_owner_key(job_id: str) -> str:
+    """Which worker runs job `job_id`."""
+    return JOB_OWNER_PREFIX + job_id
 
 
 def lease_key(name: str) -> str:

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import BotError
 from app.retrieval.embedder import Embedder, default_model_dir
-from app.retrieval.index import CHROMA_FILE, MessageIndex, VectorIndexError, open_chroma
+from app.retrieval.index import (
+    CHROMA_FILE,
+    MessageIndex,
+    VectorIndexError,
+    close_chroma,
+    open_chroma,
+)
 from app.settings import Settings
 from app.store.db import Store
 from app.store.lock import StateLock
@@ -126,11 +132,7 @@ def _open_index(
 
 
 def _close_client(client: ClientAPI) -> None:
-    # Chroma keeps one client per path in the process until its last user closes it
-    # (Client.close exists in chromadb 1.x; the ClientAPI type does not declare it).
-    close = getattr(client, "close", None)
-    if callable(close):
-        close()
+    close_chroma(client)
 
 
 def _move_aside(path: Path, reason: BotError) -> None:

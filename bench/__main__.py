@@ -26,6 +26,7 @@ BENCHMARKS = {
     "answer": "An /ask end to end: signed interaction to first text and final answer",
     "stats": "/stats with its chart on a 100,000-message channel: signed request to final message",
     "load": "Load: 500 concurrent /ask against `python -m app run`",
+    "scale": "Scale-out: answers per minute with 1 and 2 workers; sync on PostgreSQL + Chroma",
     "quality": "Answer quality on real conversations (LoCoMo): /search recall, /ask F1",
 }
 

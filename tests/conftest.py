@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from app.cli.redis_server import RedisServer
 
-pytest_plugins = ["tests.fake_discord"]
+pytest_plugins = ["tests.fake_discord", "tests.engines"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

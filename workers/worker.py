@@ -33,6 +33,7 @@ from app.jobs import (
     IN_PROGRESS_KEY_PREFIX,
     INTEGRITY_JOB,
     INTERACTION_TOKEN_LIFETIME,
+    LEASE_KEY_PREFIX,
     QUEUE_NAME,
     RUN_ASK,
     RUN_FORGET,
@@ -59,7 +60,7 @@ from workers.background import (
     vacuum_job,
 )
 from workers.metrics import WorkerMetrics
-from workers.report import report, report_every
+from workers.report import claim, release, report, report_every
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,28 @@ async def handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -
     finally:
         metrics: WorkerMetrics = ctx["metrics"]
         metrics.job_done(HANDLE_INTERACTION, outcome, time.monotonic() - started)
+
+
+async def _job_started(ctx: dict[str, Any]) -> None:
+    """Name this worker as the job's owner: should it die mid-job, another worker frees the
+    job once this one's heartbeat stops (workers/report.py)."""
+    job_id, worker_id = ctx.get("job_id"), ctx.get("worker_id")
+    if job_id is None or worker_id is None:
+        return
+    try:
+        await claim(ctx["redis"], str(job_id), str(worker_id), SYNC_JOB_TIMEOUT)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not record this worker as the job's owner: %s", exc)
+
+
+async def _job_ended(ctx: dict[str, Any]) -> None:
+    job_id = ctx.get("job_id")
+    if job_id is None:
+        return
+    try:
+        await release(ctx["redis"], str(job_id))
+    except (RedisError, OSError) as exc:
+        logger.warning("could not clear the job's owner: %s", exc)
 
 
 async def _handle_interaction(ctx: dict[str, Any], interaction: dict[str, Any]) -> str:
@@ -214,6 +237,11 @@ async def _startup(ctx: dict[str, Any]) -> None:
         if stale:
             await redis.delete(*stale)
             logger.warning("re-queued %d jobs left in progress by a stopped worker", len(stale))
+        # So were its leases (a channel it was syncing): free them now, not in DEFAULT_TTL.
+        leases = [key async for key in redis.scan_iter(match=LEASE_KEY_PREFIX + "*")]
+        if leases:
+            await redis.delete(*leases)
+            logger.warning("freed %d leases held by a stopped worker", len(leases))
     flusher = WindowFlusher(
         MinuteWindow(redis),
         "jobs",
@@ -248,6 +276,8 @@ def _answer_worker(ctx: dict[str, Any]) -> Worker:
         handle_signals=False,
         ctx=ctx,
         max_jobs=GENERATORS,
+        on_job_start=_job_started,
+        on_job_end=_job_ended,
         max_tries=main.max_tries,
         job_timeout=main.job_timeout_s,
         keep_result=main.keep_result_s,
@@ -360,6 +390,8 @@ def build_worker(
         handle_signals=handle_signals,
         on_startup=_startup,
         on_shutdown=_shutdown,
+        on_job_start=_job_started,
+        on_job_end=_job_ended,
         ctx=context,
         max_jobs=8,
         max_tries=3,

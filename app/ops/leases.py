@@ -40,7 +40,10 @@ logger = logging.getLogger(__name__)
 MAINTENANCE: Final = "maintenance"
 CHANNEL_SYNC_PREFIX: Final = "sync:channel:"
 # A holder renews its lease every third of this; a dead holder's lease lasts this long.
-DEFAULT_TTL: Final = 30.0
+DEFAULT_TTL: Final = 10.0
+# How long a sync waits for a channel another holds: long enough for a dead holder's lease
+# to lapse, so a sync after a crash never skips the channel the crash left locked.
+CHANNEL_WAIT: Final = DEFAULT_TTL + 2.0
 _POLL: Final = 0.2
 
 _RELEASE: Final = """

@@ -133,13 +133,8 @@ def open_chroma(path: Path | None, url: str | None) -> ClientAPI:
 
 
 def close_chroma(client: ClientAPI) -> None:
-    """Close a client of `open_chroma`, and a server client's HTTP connections with it.
-
-    chromadb keeps one client per path in the process until its last user closes it
-    (`Client.close`; the ClientAPI type does not declare it). Its HTTP client (1.5) stops
-    without closing the connection pools of the client and of the admin client inside it:
-    their sockets would be left to the garbage collector, so they are closed here.
-    """
+    """Close a client of `open_chroma` (`Client.close`, undeclared by ClientAPI), and the
+    connection pools of an HTTP client and its admin client, which chromadb 1.5 leaves open."""
     sessions = [
         getattr(getattr(owner, "_server", None), "_session", None)
         for owner in (client, getattr(client, "_admin_client", None))

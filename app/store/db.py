@@ -4,10 +4,12 @@ The queries live by concern in the modules `Store` is made of: `app.store.messag
 history written with their channel's cursor in one transaction, and the reads of messages),
 `app.store.outbox` (the `index_state` column through which the vector index follows the store),
 `app.store.channels` (channels, their cursors and access, and roles), `app.store.lexical` (the
-words of every live message, searchable with BM25) and `app.store.audit`.
+words of every live message, searchable with BM25), `app.store.privacy` (members who opted
+out, and their messages kept without text) and `app.store.audit`.
 They share one `databases.Database`, so callers hold a single `Store` and one transaction can
 span concerns (a page and its channel's cursor). This module owns the connection: SQLite's
-per-connection pragmas and its WAL journal, so that readers never block the one writer.
+per-connection pragmas and its WAL journal, so that readers never block the one writer; on
+Postgres, a missing driver or a server that cannot be reached is one line naming DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from databases import Database
 
+from app.errors import SettingsError
 from app.store.audit import AuditQueries
 from app.store.channels import ChannelQueries
 from app.store.errors import full_translated
@@ -27,6 +31,7 @@ from app.store.lexical import LexicalQueries
 from app.store.messages import MessageQueries
 from app.store.migrations import MIGRATIONS, Migration, apply_migrations
 from app.store.outbox import OutboxQueries
+from app.store.privacy import PrivacyQueries
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -46,10 +51,29 @@ def open_database(url: str) -> Database:
     """A `databases.Database` for `url`, with busy timeout and foreign keys on SQLite."""
     if url.startswith("sqlite"):
         return Database(url, factory=SQLiteConnection)
-    return Database(url)
+    try:
+        return Database(url)
+    except ImportError as exc:  # the backend imports its driver (asyncpg) here
+        raise SettingsError(
+            f"DATABASE_URL: the Postgres driver {exc.name or 'asyncpg'} is not installed; "
+            "install the pinned dependencies (make, or pip install asyncpg)"
+        ) from exc
 
 
-class Store(MessageQueries, OutboxQueries, ChannelQueries, AuditQueries, LexicalQueries):
+def redacted(url: str) -> str:
+    """A database URL without its password, fit for a message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+class Store(
+    MessageQueries, OutboxQueries, ChannelQueries, AuditQueries, LexicalQueries, PrivacyQueries
+):
     """Reads and writes of the bot's SQL state, over a `databases.Database`."""
 
     def __init__(self, database: Database, migrations: Sequence[Migration] = MIGRATIONS) -> None:
@@ -79,11 +103,26 @@ class Store(MessageQueries, OutboxQueries, ChannelQueries, AuditQueries, Lexical
                 path = str(self._database.url.database)
                 if path and not path.startswith(":memory:"):
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-            await self._database.connect()
+                await self._database.connect()
+            else:
+                await self._connect_server()
             self._owns_connection = True
         if self.is_sqlite:
             # Persistent in the file; concurrent readers never block the writer.
             await self._database.fetch_val("PRAGMA journal_mode = WAL")
+
+    async def _connect_server(self) -> None:
+        import asyncpg  # present: `open_database` could not have built the backend otherwise
+
+        try:
+            await self._database.connect()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Refused, unknown host, timed out, wrong password, no such database: all are
+            # the owner's to fix in the URL or on the server.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise SettingsError(
+                f"DATABASE_URL: cannot connect to {redacted(str(self._database.url))}: {reason}"
+            ) from exc
 
     async def close(self) -> None:
         """Disconnect, if this store connected."""

@@ -10,6 +10,7 @@ chunks that stay under every backend's limit on bound parameters.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -32,6 +33,8 @@ from app.store.models import (
 INSERT_CHUNK = 50
 # Ids per `IN (...)` list.
 _IN_CHUNK = 500
+# A named parameter (`:name`, not a `::type` cast).
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 MESSAGE_COLUMNS = (
     "id",
@@ -172,9 +175,10 @@ def in_clause(column: str, items: Sequence[Any]) -> tuple[str, dict[str, Any]]:
 async def execute_many(database: Database, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """Run one statement for many rows (named parameters), inside the caller's transaction.
 
-    On SQLite this is sqlite3's own executemany on the transaction's connection: the
-    generic path compiles the statement once per row through SQLAlchemy, which cost
-    more CPU than the embedding during a sync.
+    The generic path compiles and sends the statement once per row through SQLAlchemy, which
+    cost more CPU than the embedding during a sync. So on SQLite this is sqlite3's own
+    executemany on the transaction's connection, and on Postgres asyncpg's (one prepared
+    statement, the rows pipelined), with the parameters numbered as Postgres writes them.
     """
     if not rows:
         return
@@ -190,7 +194,24 @@ async def execute_many(database: Database, query: str, rows: Sequence[Mapping[st
                 await raw.execute("BEGIN")
             raise
     else:
-        await database.execute_many(query, list(rows))
+        numbered, names = positional(query)
+        async with database.connection() as connection:
+            await connection.raw_connection.executemany(
+                numbered, [tuple(row[name] for name in names) for row in rows]
+            )
+
+
+def positional(query: str) -> tuple[str, list[str]]:
+    """`query` with its `:name` parameters as Postgres's `$1, $2, ...`, and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _NAMED.sub(number, query), names
 
 
 def _to_json(value: object) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from app.discord.errors import DiscordForbidden, DiscordNotFound
 from app.discord.payloads import channel_from_discord, role_from_discord
 from app.discord.rest import DiscordRest
-from app.ops.leases import Leases, LocalLeases, channel_sync
+from app.ops.leases import CHANNEL_WAIT, Leases, LocalLeases, channel_sync
 from app.store.db import Store
 from app.store.models import ChannelRecord
 from app.sync.history import ChannelResult, HistorySync
@@ -86,7 +86,7 @@ class SyncRunner:
         recheck_seconds: float,
         clock: Callable[[], float] = time.time,
         leases: Leases | None = None,
-        busy_wait: float = 5.0,
+        busy_wait: float = CHANNEL_WAIT,
     ) -> None:
         self._rest = rest
         self._leases: Leases = leases if leases is not None else LocalLeases()

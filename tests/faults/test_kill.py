@@ -2,7 +2,8 @@
 
 The history pages and the index outbox are written in one transaction each, so whatever
 the kill interrupted, the next run resumes from the stored cursors: the database ends up
-holding exactly Discord's messages, and the index exactly the database's.
+holding exactly Discord's messages, and the index exactly the database's. On SQLite with an
+embedded index, and on Postgres with a Chroma server (tests/engines.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from app.jobs import QUEUE_NAME, RUN_SYNC
-from app.retrieval.index import COLLECTION, open_chroma
+from app.retrieval.index import COLLECTION, close_chroma, open_chroma
 from app.settings import Settings
 from app.store.db import Store
 from app.store.models import IndexState
@@ -43,13 +44,13 @@ async def count_in_state(settings: Settings, state: IndexState) -> int:
         return await store.count_live(index_state=state)
 
 
-def index_ids(path: Path) -> list[int]:
-    """Every message id the Chroma directory holds (read with no worker running)."""
-    client = open_chroma(path, None)
+def index_ids(settings: Settings) -> list[int]:
+    """Every message id the Chroma directory or server holds (read with no worker running)."""
+    client = open_chroma(None if settings.chroma_url else settings.chroma_path, settings.chroma_url)
     try:
         got = client.get_collection(COLLECTION).get(include=[])
     finally:
-        client.close()  # type: ignore[attr-defined]
+        close_chroma(client)
     return [int(i) for i in got["ids"]]
 
 
@@ -65,7 +66,11 @@ def kill_mid_sync(env: dict[str, str], fake: FakeDiscord, pages: int) -> None:
 
 
 async def test_worker_killed_mid_sync_is_completed_by_the_next_run(
-    fake_discord: FakeDiscord, tmp_path: Path, redis_url: str, model_cache_dir: Path
+    fake_discord: FakeDiscord,
+    tmp_path: Path,
+    redis_url: str,
+    model_cache_dir: Path,
+    engine_env: dict[str, str],
 ) -> None:
     guild = fake_discord.add_guild()
     general = fake_discord.add_channel(guild["id"], "general")
@@ -74,7 +79,7 @@ async def test_worker_killed_mid_sync_is_completed_by_the_next_run(
     fake_discord.add_messages(random["id"], 150, text=lambda i: f"off-topic remark {i}")
     # Slow pages, so the kill lands with the sync part-way, pages and vectors in flight.
     fake_discord.inject_delay(0.1, PAGES, times=10_000)
-    settings = worker_settings(tmp_path, fake_discord, redis_url, model_cache_dir)
+    settings = worker_settings(tmp_path, fake_discord, redis_url, model_cache_dir, **engine_env)
     env = {
         **os.environ,
         **worker_env(settings),
@@ -103,7 +108,7 @@ async def test_worker_killed_mid_sync_is_completed_by_the_next_run(
         assert await stored_ids(settings, channel["id"]) == discord_ids(fake_discord, channel["id"])
     assert await count_in_state(settings, IndexState.INDEXED) == total
     assert await count_in_state(settings, IndexState.PENDING) == 0
-    vectors = index_ids(settings.chroma_path)
+    vectors = index_ids(settings)
     assert len(vectors) == len(set(vectors)) == total
     expected = discord_ids(fake_discord, general["id"]) + discord_ids(fake_discord, random["id"])
     assert set(vectors) == set(expected)

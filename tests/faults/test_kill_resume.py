@@ -1,4 +1,5 @@
-"""A sync killed with SIGKILL at any point resumes with no gap and no duplicate."""
+"""A sync killed with SIGKILL at any point resumes with no gap and no duplicate (SQLite and
+Postgres)."""
 
 from __future__ import annotations
 
@@ -59,13 +60,13 @@ def run_and_kill(args: list[str], fake: FakeDiscord, pages: int) -> None:
     assert child.returncode == -signal.SIGKILL, "the child finished before it was killed"
 
 
-async def test_killed_sync_resumes_exactly(fake_discord: FakeDiscord, tmp_path: Path) -> None:
+async def test_killed_sync_resumes_exactly(fake_discord: FakeDiscord, database_url: str) -> None:
     guild = fake_discord.add_guild()
     channel = fake_discord.add_channel(guild["id"], "general")
     fake_discord.add_messages(channel["id"], 1450)
     # Slow pages make the kill land mid-run rather than after the last page.
     fake_discord.inject_delay(0.05, ROUTE, times=1000)
-    db = f"sqlite:///{tmp_path / 'bot.db'}"
+    db = database_url
     snapshot = json.dumps(fake_discord.channels[channel["id"]])
     args = [sys.executable, "-c", CHILD, fake_discord.api_base, DEFAULT_TOKEN, db, snapshot]
     args.append(str(fake_discord.bot_user["id"]))

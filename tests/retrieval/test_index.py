@@ -3,8 +3,10 @@ on a real Chroma server (`chroma run`, see tests/engines.py): every index test r
 
 from __future__ import annotations
 
+import gc
 import random
 import socket
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +57,7 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
     yield Embedder(default_model_dir(), cache_dir=tmp_path_factory.mktemp("models")).load()
 
 
-@pytest.fixture(params=["embedded", "server"])
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.servers)])
 def open_client(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[], ClientAPI]]:
@@ -255,3 +257,16 @@ def test_a_reader_keeps_answering_while_another_process_rebuilds(
     assert reader.count() == 1
     reader.upsert([item(100, "a message synced meanwhile")])
     assert rebuilder.count() == 2
+
+
+def test_closing_a_server_client_closes_its_connections(
+    chroma_server: ChromaServer, embedder: Embedder
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        client = open_chroma(None, chroma_server.url)
+        assert MessageIndex(client, embedder).count() >= 0
+        close_chroma(client)
+        del client
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -1,9 +1,8 @@
-"""A migrated store on a real SQLite file, per test."""
+"""A migrated store per test, on a real SQLite file and on a real PostgreSQL database."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,7 @@ from app.store.db import Store
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.from_url(f"sqlite:///{tmp_path / 'bot.db'}") as opened:
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with Store.from_url(database_url) as opened:
         await opened.migrate()
         yield opened

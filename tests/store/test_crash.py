@@ -69,8 +69,8 @@ async def _check_consistent(url: str) -> int:
     return cursor
 
 
-async def test_killed_backfill_resumes_without_gap(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'bot.db'}"
+async def test_killed_backfill_resumes_without_gap(database_url: str) -> None:
+    url = database_url
     async with Store.from_url(url) as store:
         await store.migrate()
     rng = random.Random(7)

@@ -1,9 +1,9 @@
-"""Fixtures for sync tests: a real SQLite store and a REST client aimed at the fake Discord."""
+"""Fixtures for sync tests: a real store (SQLite, and Postgres) and a REST client aimed at the
+fake Discord."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +13,8 @@ from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store.from_url(f"sqlite:///{tmp_path / 'bot.db'}") as opened:
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with Store.from_url(database_url) as opened:
         await opened.migrate()
         yield opened
 

@@ -1,4 +1,5 @@
-"""Whole sync runs into SQLite and Chroma: threads, the index in step, edits and deletions."""
+"""Whole sync runs into the store and Chroma (SQLite and an embedded index, Postgres and a Chroma
+server): threads, the index in step, edits and deletions."""
 
 from __future__ import annotations
 
@@ -22,9 +23,15 @@ DAY = 86_400.0
 
 
 @pytest.fixture
-async def state(tmp_path: Path, model_cache_dir: Path) -> AsyncIterator[State]:
+async def state(
+    tmp_path: Path, model_cache_dir: Path, engine_env: dict[str, str]
+) -> AsyncIterator[State]:
     settings = Settings.from_env(
-        {"DATA_DIR": str(tmp_path / "data"), "MODEL_CACHE_DIR": str(model_cache_dir)}
+        {
+            "DATA_DIR": str(tmp_path / "data"),
+            "MODEL_CACHE_DIR": str(model_cache_dir),
+            **engine_env,
+        }
     )
     opened = await State.open(settings, "test")
     yield opened

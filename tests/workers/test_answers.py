@@ -1,8 +1,10 @@
-"""/ask, /search and /summarize end to end: real worker, real models, the fake Discord."""
+"""/ask, /search and /summarize end to end: real worker, real models, the fake Discord; each on
+SQLite with an embedded index and on Postgres with a Chroma server (tests/engines.py)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,10 +12,33 @@ import pytest
 from app.cli.foreground import sync
 from app.commands.delivery import SUPPRESS_EMBEDS
 from app.settings import Settings
+from tests.engines import SQLITE
 from tests.fake_discord import EVERYONE_PERMISSIONS, FakeDiscord
-from tests.workers.conftest import delivered, interaction, link, run_worker, worker_env
+from tests.workers.conftest import (
+    delivered,
+    interaction,
+    link,
+    run_worker,
+    worker_env,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.slow
+# What these two check is the model's part and the same on every engine; they run on SQLite
+# only, since a generation costs far more than the engines' differences.
+MODEL_ONLY = pytest.mark.parametrize("engine", [SQLITE])
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path,
+    fake_discord: FakeDiscord,
+    redis_url: str,
+    model_cache_dir: Path,
+    engine_env: dict[str, str],
+) -> Settings:
+    """The worker's settings, on each engine."""
+    return worker_settings(tmp_path, fake_discord, redis_url, model_cache_dir, **engine_env)
 
 
 async def test_a_planted_fact_asked_in_other_words_comes_back_with_its_link(
@@ -86,6 +111,7 @@ async def test_search_lists_the_best_match_with_its_jump_link(
     assert len(lines) <= 4
 
 
+@MODEL_ONLY
 async def test_summarize_summarises_the_recent_messages(
     fake_discord: FakeDiscord, server: dict[str, Any], settings: Settings
 ) -> None:
@@ -110,6 +136,7 @@ EXFILTRATE = (
 )
 
 
+@MODEL_ONLY
 async def test_an_instruction_planted_in_history_cannot_carry_a_secret_out(
     fake_discord: FakeDiscord, server: dict[str, Any], settings: Settings
 ) -> None:

@@ -1,0 +1,240 @@
+"""Scale-out: answers per minute with one and two workers, and sync on the shared engines.
+
+    python -m bench scale          # or: python -m bench.scale [--questions 24]
+
+Everything runs here, for real: a Redis, a throw-away PostgreSQL 15 server and `chroma run`
+(tests/engines.py), the local fake Discord, and `python -m app web` / `worker` processes.
+
+* Answers: the same questions, signed, all posted at once to one web process, answered by
+  one worker (LLM_THREADS=1) and then by two (LLM_THREADS=1 each), with the default model.
+  Answers per minute count from the first question posted to the last result; every
+  question must be answered exactly once.
+* Sync: the same history synced into SQLite with the embedded index, and into PostgreSQL
+  with the Chroma server, in one run; messages per second of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+_TOPICS = [
+    "the deploy of the billing service",
+    "the staging database",
+    "the design review",
+    "the on-call rota",
+    "the new onboarding guide",
+    "the flaky login test",
+]
+_QUESTIONS = [
+    "When is {} planned?",
+    "Who worked on {}?",
+    "What went wrong with {}?",
+    "What was decided about {}?",
+]
+
+
+def history(count: int) -> list[str]:
+    """Chat about a few topics, with the facts questions ask about."""
+    lines = []
+    for i in range(count):
+        topic = _TOPICS[i % len(_TOPICS)]
+        day = 1 + i % 27
+        lines.append(
+            f"update on {topic}: moved to March {day}, owner is person{i % 13}, "
+            f"blocked by ticket {1000 + i}"
+        )
+    return lines
+
+
+def questions(count: int) -> list[str]:
+    return [
+        _QUESTIONS[i % len(_QUESTIONS)].format(_TOPICS[(i // len(_QUESTIONS)) % len(_TOPICS)])
+        for i in range(count)
+    ]
+
+
+async def _sync_rate(settings: Any, channel_ids: list[str]) -> tuple[float, int]:
+    from app.cli.foreground import sync
+
+    summary = await sync(settings, [], channel_ids)
+    assert not isinstance(summary, str), summary
+    return summary.new / summary.seconds, summary.new
+
+
+async def _answers_per_minute(
+    cluster: Any,
+    workers: list[str],
+    redis_url: str,
+    fake: Any,
+    signer: Any,
+    channel: dict[str, Any],
+    asked: list[str],
+) -> dict[str, float]:
+    from tests.scaleout.test_two_workers import delivered_once, post_all, results
+    from tests.workers.conftest import interaction
+
+    for name in workers:
+        cluster.start(name, "worker", LLM_THREADS="1")
+    web = cluster.start(f"web-{len(workers)}", "web")
+    url = cluster.wait_for_web(web.name)
+    await cluster.wait_for_workers(redis_url, workers, within=600)
+    items = [
+        interaction(
+            fake,
+            "ask",
+            {"question": q},
+            guild_id=channel["guild_id"],
+            channel_id=channel["id"],
+            permissions=(1 << 10) | (1 << 16),
+        )
+        for q in asked
+    ]
+    started = time.monotonic()
+    await post_all([url], signer, items)
+    outcomes = await results(redis_url, items, within=3600)
+    elapsed = time.monotonic() - started
+    answered = [i for i in items if outcomes[i["id"]] in ("ok", "cut_short")]
+    once = sum(1 for i in items if delivered_once(fake, i))
+    by_worker = {n: cluster.answered(n).get("ask", 0.0) for n in workers}
+    for name in [*workers, web.name]:
+        cluster.processes[name].popen.terminate()
+        cluster.processes[name].popen.wait(60)
+    return {
+        "per_minute": 60 * len(answered) / elapsed,
+        "seconds": elapsed,
+        "answered": float(len(answered)),
+        "lost": float(len(items) - len(answered)),
+        "not_once": float(len(items) - once),
+        **{f"by_{n}": v for n, v in by_worker.items()},
+    }
+
+
+async def run(question_count: int, messages: int) -> dict[str, float]:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from app.cli.redis_server import RedisServer
+    from app.llm.model_file import resolve_model_path
+    from app.retrieval.embedder import Embedder, default_model_dir
+    from app.settings import Settings
+    from tests.engines import ChromaServer, PostgresServer, chroma_binary, postgres_bindir
+    from tests.fake_discord import DEFAULT_TOKEN, FakeDiscord
+    from tests.scaleout.cluster import Cluster
+    from tests.signing import Signer
+
+    bindir, chroma = postgres_bindir(), chroma_binary()
+    if bindir is None or chroma is None:
+        raise SystemExit("bench scale needs PostgreSQL 15 (pg_config) and the chroma command")
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, FakeDiscord() as fake:
+        root = Path(tmp)
+        models = root / "models"
+        Embedder(default_model_dir(), cache_dir=models).load()  # the one-off ONNX export
+        redis = RedisServer(root / "redis", persist=False)
+        postgres, chroma_server = PostgresServer(bindir), ChromaServer(chroma)
+        redis.start()
+        postgres.start()
+        chroma_server.start()
+        try:
+            guild = fake.add_guild("Benchmark")
+            channels = [fake.add_channel(guild["id"], f"c{i}") for i in range(4)]
+            lines = history(messages)
+            per = messages // len(channels)
+            for i, channel in enumerate(channels):
+                chunk = lines[i * per : (i + 1) * per]
+                fake.add_messages(channel["id"], len(chunk), text=chunk.__getitem__)
+            ids = [c["id"] for c in channels]
+            base = {
+                "DISCORD_API_BASE": fake.api_base,
+                "DISCORD_BOT_TOKEN": DEFAULT_TOKEN,
+                "DISCORD_APPLICATION_ID": fake.application_id,
+                "MODEL_CACHE_DIR": str(models),
+                "SYNC_RECHECK_DAYS": "0",
+            }
+            embedded = Settings.from_env({**base, "DATA_DIR": str(root / "embedded")})
+            shared_env = {
+                **base,
+                "DATABASE_URL": postgres.url(await postgres.create_database()),
+                "CHROMA_URL": chroma_server.url,
+            }
+            shared = Settings.from_env({**shared_env, "DATA_DIR": str(root / "shared")})
+            figures["sync_embedded"], synced = await _sync_rate(embedded, ids)
+            figures["sync_shared"], _ = await _sync_rate(shared, ids)
+            figures["synced"] = float(synced)
+
+            signer = Signer()
+            env = {
+                **shared_env,
+                "REDIS_URL": redis.url,
+                "MODEL_PATH": str(resolve_model_path(None)),
+                "DISCORD_PUBLIC_KEY": signer.public_key_hex,
+                "RATE_LIMIT_PER_MINUTE": "1000",
+            }
+            cluster = Cluster(env, root)
+            channel = {"id": ids[0], "guild_id": guild["id"]}
+            asked = questions(question_count)
+            try:
+                one = await _answers_per_minute(
+                    cluster, ["one"], redis.url, fake, signer, channel, asked
+                )
+                two = await _answers_per_minute(
+                    cluster, ["two-a", "two-b"], redis.url, fake, signer, channel, asked
+                )
+            finally:
+                cluster.stop()
+        finally:
+            chroma_server.stop()
+            postgres.stop()
+            redis.stop()
+    for key, value in one.items():
+        figures[f"one_{key}"] = value
+    for key, value in two.items():
+        figures[f"two_{key}"] = value
+    return figures
+
+
+def main(question_count: int = 24, messages: int = 8000) -> dict[str, float]:
+    """Run the benchmark and print its figures as Markdown."""
+    figures = asyncio.run(run(question_count, messages))
+    speedup = figures["two_per_minute"] / figures["one_per_minute"]
+    sync_ratio = figures["sync_shared"] / figures["sync_embedded"]
+    print(
+        f"Scale-out on {os.cpu_count()} cores: {question_count} questions posted at once, "
+        f"default model, LLM_THREADS=1 per worker; sync of {figures['synced']:,.0f} messages\n"
+    )
+    print("| what | figure | target |")
+    print("| --- | ---: | --- |")
+    print(
+        f"| answers per minute, 1 worker | {figures['one_per_minute']:.1f} "
+        f"({figures['one_seconds']:.0f} s) | |"
+    )
+    print(
+        f"| answers per minute, 2 workers | {figures['two_per_minute']:.1f} "
+        f"({figures['two_seconds']:.0f} s; {figures['two_by_two-a']:.0f} + "
+        f"{figures['two_by_two-b']:.0f}) | |"
+    )
+    print(f"| 2 workers / 1 worker | {speedup:.2f}x | >= 1.7x |")
+    lost = figures["one_lost"] + figures["two_lost"]
+    twice = figures["one_not_once"] + figures["two_not_once"]
+    print(f"| lost / not exactly once | {lost:.0f} / {twice:.0f} | 0 / 0 |")
+    print(f"| sync, SQLite + embedded index | {figures['sync_embedded']:,.0f} msg/s | |")
+    print(f"| sync, PostgreSQL + Chroma server | {figures['sync_shared']:,.0f} msg/s | |")
+    print(f"| shared / embedded | {sync_ratio:.2f}x | >= 0.7x |")
+    figures["speedup"] = speedup
+    figures["sync_ratio"] = sync_ratio
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=24)
+    parser.add_argument("--messages", type=int, default=8000)
+    args = parser.parse_args()
+    main(args.questions, args.messages)
