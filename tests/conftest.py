@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.cli.redis_server import RedisServer
+from app.logs import SecretFilter
 
 pytest_plugins = ["tests.fake_discord", "tests.engines"]
 
@@ -49,3 +51,15 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_log_handler() -> Iterator[None]:
+    """A test that runs the command line in-process installs its stderr handler on the root
+    logger; take it away afterwards, or later tests would log into a closed capture stream
+    (and lose `exc_info`, which the handler's filter clears)."""
+    yield
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if any(isinstance(f, SecretFilter) for f in handler.filters):
+            root.removeHandler(handler)
