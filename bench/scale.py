@@ -2,8 +2,9 @@
 
     python -m bench scale          # or: python -m bench.scale [--questions 24]
 
-Everything runs here, for real: a Redis, a throw-away PostgreSQL 15 server and `chroma run`
-(tests/engines.py), the local fake Discord, and `python -m app web` / `worker` processes.
+Everything runs here, for real: a Redis, a throw-away PostgreSQL 15 server with its usual
+durability and `chroma run` (tests/engines.py), the local fake Discord, and
+`python -m app web` / `worker` processes.
 
 * Answers: the same questions, signed, all posted at once to one web process, answered by
   one worker (LLM_THREADS=1) and then by two (LLM_THREADS=1 each), with the default model.
@@ -138,7 +139,7 @@ async def run(question_count: int, messages: int) -> dict[str, float]:
         models = root / "models"
         Embedder(default_model_dir(), cache_dir=models).load()  # the one-off ONNX export
         redis = RedisServer(root / "redis", persist=False)
-        postgres, chroma_server = PostgresServer(bindir), ChromaServer(chroma)
+        postgres, chroma_server = PostgresServer(bindir, durable=True), ChromaServer(chroma)
         redis.start()
         postgres.start()
         chroma_server.start()
