@@ -56,7 +56,7 @@ from typing import Any, Final
 
 from nacl.signing import SigningKey
 
-from app.jobs import QUEUE_NAME
+from app.jobs import QUEUE_NAMES
 from bench.peer_wrk import WrkResult, run_wrk, write_requests
 
 SERVER_CPU = 1
@@ -422,7 +422,8 @@ def _ask_run(rig: Rig, running: Running, bodies: Bodies) -> dict[str, float]:
         "unanswered": count - run.deferred - run.other,
     }
     if running.server.enqueues:
-        figures["queued_jobs"] = int(rig.store.zcard(QUEUE_NAME))
+        # /ask waits in the answer queue; count both, as the queue limit does.
+        figures["queued_jobs"] = sum(int(rig.store.zcard(name)) for name in QUEUE_NAMES)
     return figures
 
 

@@ -226,9 +226,10 @@ def _wait_answers(
 
 
 def _queue_length(client: redis.Redis) -> int:
-    from app.jobs import QUEUE_NAME
+    from app.jobs import QUEUE_NAMES
 
-    return cast(int, client.zcard(QUEUE_NAME))
+    # /ask waits in the answer queue; the general one holds the rest.
+    return sum(cast(int, client.zcard(name)) for name in QUEUE_NAMES)
 
 
 def _percentile(values: list[float], q: float) -> float:
