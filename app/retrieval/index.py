@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +73,8 @@ BATCH_SIZE = 100
 OVERFETCH_FACTOR = 12
 OVERFETCH_MIN = 100
 SKIP_QUERIES = 16
+# Tries of one call to Chroma while its collection is rebuilt or written elsewhere.
+_ATTEMPTS = 4
 
 
 class VectorIndexError(BotError):
@@ -366,20 +369,26 @@ class MessageIndex:
 
     def _use(self, action: str, method: str, **kwargs: Any) -> Any:
         """Call the collection's `method`. When another process rebuilt the collection (a
-        reindex drops and recreates it by name), reopen it by name and call once more, so
-        answers go on through a reindex."""
-        from chromadb.errors import NotFoundError
+        reindex drops and recreates it by name), reopen it by name and call again, so answers
+        go on through a reindex. A Chroma server reading a collection that is being written
+        may briefly answer that its HNSW segment is not on disk yet: asked again shortly."""
+        from chromadb.errors import InternalError, NotFoundError
 
         with _translated(action):
-            collection = self._collection
-            try:
-                return getattr(collection, method)(**kwargs)
-            except NotFoundError:
-                if self._collection is collection:
-                    logger.info("the %s collection was rebuilt; reopening it", COLLECTION)
-                    self._collection = self._open_collection()
-                    self._vectors.invalidate()
-                return getattr(self._collection, method)(**kwargs)
+            for attempt in range(_ATTEMPTS):
+                collection = self._collection
+                try:
+                    return getattr(collection, method)(**kwargs)
+                except NotFoundError:
+                    if self._collection is collection:
+                        logger.info("the %s collection was rebuilt; reopening it", COLLECTION)
+                        self._collection = self._open_collection()
+                        self._vectors.invalidate()
+                except InternalError as exc:
+                    if attempt == _ATTEMPTS - 1 or "Nothing found on disk" not in str(exc):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+            return getattr(self._collection, method)(**kwargs)
 
     def _open_collection(self) -> Collection:
         with _translated("open the messages collection"):
