@@ -90,6 +90,8 @@ def cluster(
         "LLM_THREADS": "1",
         "ANSWER_DEADLINE": "3",
         "RATE_LIMIT_PER_MINUTE": "1000",
+        # A hundred questions at once must all be taken; the queue also holds cron jobs.
+        "QUEUE_LIMIT": "1000",
         "LOG_LEVEL": "INFO",
     }
     running = Cluster(env, tmp_path)
