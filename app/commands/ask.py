@@ -27,7 +27,8 @@ from app.discord.snowflakes import time_snowflake
 from app.errors import CommandError
 from app.interactions.commands import ASK
 from app.interactions.invocation import Invocation
-from app.llm.prompts import NO_ANSWER, ask_prompt
+from app.llm.prompts import NO_ANSWER, ask_line, ask_prompt
+from app.retrieval.query import terms
 from app.retrieval.search import jump_link
 from app.store.models import StoredMessage
 
@@ -35,6 +36,8 @@ from app.store.models import StoredMessage
 ASK_PASSAGES = 5
 # Sources listed under an answer.
 SOURCES_SHOWN = 5
+# Share of an answer's words a quoted line must hold to be where the answer comes from.
+GROUNDED = 0.5
 
 _CITATION = re.compile(r"\s*\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\]\(<?([^)\s>]+)>?\)")
@@ -84,6 +87,10 @@ async def ask(resources: Resources, invocation: Invocation, reply: Responder) ->
         prompt.text, max_tokens=prompt.max_tokens, stop=prompt.stop, on_text=show
     )
     answer, cited = clean_answer(result.text, kept)
+    if answer != NO_ANSWER:
+        several = len({q.channel for q in prompt.quotes}) > 1
+        lines = [ask_line(q, i + 1, channel=several) for i, q in enumerate(prompt.quotes)]
+        cited = grounded(answer, cited, kept[: len(lines)], lines)
     named = await resources.retriever.members_named(question, channels)
     if not answer or not attributed(cited, named, question):
         answer, cited = NO_ANSWER, []
@@ -115,6 +122,35 @@ def clean_answer(text: str, quoted: Sequence[StoredMessage]) -> tuple[str, list[
     text = _URL.sub(lambda m: _shown_url(m.group(0).strip("<>"), allowed), text)
     text = _BARE_HOST.sub(lambda m: _host_of("http://" + m.group(0)), text)
     return text.strip(), cited
+
+
+def grounded(
+    answer: str,
+    cited: Sequence[StoredMessage],
+    quoted: Sequence[StoredMessage],
+    lines: Sequence[str],
+) -> list[StoredMessage]:
+    """The quoted messages an answer comes from, checked against the words of the answer.
+
+    A small model often cites the question next to the answer ("[2] Ana: you play any
+    instrument?") rather than the reply that holds it ("[3] Ben: I play clarinet"), or cites
+    nothing. When no cited line holds as many of the answer's words as the best quoted line
+    (`lines[i]` being how `quoted[i]` was shown), and that line holds at least `GROUNDED` of
+    them, it is the source: it comes first, and cited lines holding none of the words go.
+    Whose message that is then decides `attributed`.
+    """
+    wanted = set(_stems(answer))
+    if not wanted or not quoted:
+        return list(cited)
+    cover = {
+        m.id: len(wanted & set(_stems(line))) / len(wanted)
+        for m, line in zip(quoted, lines, strict=True)
+    }
+    best = max(quoted, key=lambda m: cover.get(m.id, 0.0))
+    top = cover.get(best.id, 0.0)
+    if top < GROUNDED or any(cover.get(m.id, 0.0) >= top for m in cited):
+        return list(cited)
+    return [best, *(m for m in cited if cover.get(m.id, 0.0) > 0 and m != best)]
 
 
 def attributed(
@@ -194,6 +230,11 @@ async def answer_for_terminal(
     reply = CollectedReply()
     await ask(resources, invocation, reply)
     return reply.text
+
+
+def _stems(text: str) -> list[str]:
+    """Content words of `text`, plural and singular alike."""
+    return [w[:-1] if len(w) > 3 and w.endswith("s") else w for w in terms(text)]
 
 
 def _hit_first(hit: StoredMessage, messages: Sequence[StoredMessage]) -> list[StoredMessage]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.commands.ask import attributed, clean_answer, sources
+from app.commands.ask import attributed, clean_answer, grounded, sources
 from app.retrieval.search import jump_link
 from app.store.models import StoredMessage
 
@@ -65,6 +65,31 @@ def test_an_answer_about_the_wrong_person_is_not_attributed() -> None:
     # Nothing cited, or not exactly one member named: nothing to check.
     assert attributed([], ana)
     assert attributed([by_ben], {"u-ana": "Ana", "u-ben": "Ben"})
+
+
+def test_an_answer_is_credited_to_the_quoted_line_that_holds_it() -> None:
+    ana = {"u-ana": "Ana"}
+    question = message(1, "Thanks Ben! You play any instruments?")
+    reply = message(2, "Yeah, I play clarinet! Started when I was young.", "u-ben", "Ben")
+    other = message(3, "See you at the concert", "u-ben", "Ben")
+    quoted = [question, reply, other]
+    lines = [f"[{i}] 8 May 2023, {m.author_name}: {m.content}" for i, m in enumerate(quoted, 1)]
+    # The model cited Ana's question; the answer is in Ben's reply, which is not about Ana.
+    cited = grounded("clarinet", [question], quoted, lines)
+    assert cited == [reply]
+    assert not attributed(cited, ana, "What instrument does Ana play?")
+    # Nothing cited: the line holding the answer is the source.
+    assert grounded("the clarinet", [], quoted, lines) == [reply]
+    # A cited line that holds the answer stays, as does one no line holds better.
+    assert grounded("clarinet [2]", [reply], quoted, lines) == [reply]
+    assert grounded("8 May 2023", [other], quoted, lines) == [other]
+    # Too little of the answer anywhere: the model's citation stands.
+    assert grounded("a shiny golden trumpet", [question], quoted, lines) == [question]
+    # Cited lines sharing some of the words stay after the source; the others go.
+    assert grounded("clarinet when young, concert", [question, other], quoted, lines) == [
+        reply,
+        other,
+    ]
 
 
 def test_sources_list_the_cited_first() -> None:
