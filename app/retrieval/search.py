@@ -159,12 +159,17 @@ class Retriever:
         return [Result(rows[f.id], f.score) for f in fused]
 
     async def passages(self, query: str, channel_ids: Collection[str], k: int) -> list[Passage]:
-        """The best hits, each widened with its neighbours; no message appears twice."""
+        """The best hits, each widened with its neighbours; no message appears twice.
+
+        Every hit gets its passage, best first: a hit already shown beside an earlier one
+        gets an empty one, so the hits still rank as sources.
+        """
         seen: set[int] = set()
         passages: list[Passage] = []
         for result in await self.search(query, channel_ids, k):
             hit = result.message
             if hit.id in seen:
+                passages.append(Passage(hit=hit, score=result.score, messages=()))
                 continue
             around = await self._store.neighbours(
                 hit.channel_id, hit.id, before=self._before, after=self._after

@@ -122,3 +122,31 @@ async def test_edits_are_found_by_their_new_words_and_deletions_are_gone(
     toner = await retriever.search("printer toner", {channel["id"]}, 5)
     assert int(doomed["id"]) not in [r.message.id for r in toner]
     assert await state.index.acount() == len(fillers) + 1 == await state.store.count_live()
+
+
+async def test_passages_keep_every_hit_and_show_each_message_once(
+    fake_discord: FakeDiscord, state: State
+) -> None:
+    guild = fake_discord.add_guild()
+    channel = fake_discord.add_channel(guild["id"], "general")
+    now = time.time()
+    fake_discord.add_messages(
+        channel["id"], 30, start=now - 3 * DAY, interval=300, text=lambda i: f"chit chat {i}"
+    )
+    first = fake_discord.add_message(channel["id"], "the picnic is at the lake", at=now - DAY)
+    second = fake_discord.add_message(
+        channel["id"], "picnic snacks: bring lemonade to the picnic", at=now - DAY + 60
+    )
+    async with DiscordRest(fake_discord.api_base, DEFAULT_TOKEN) as rest:
+        await SyncRunner(rest, state.store, state.indexer, recheck_seconds=0).sync_guilds(
+            [guild["id"]]
+        )
+
+    passages = await Retriever(state.store, state.index).passages("picnic", {channel["id"]}, 3)
+    hits = [p.hit.id for p in passages]
+    assert {int(first["id"]), int(second["id"])} <= set(hits[:2])
+    shown = [m.id for p in passages for m in p.messages]
+    assert len(shown) == len(set(shown))
+    # The second hit was shown beside the first: its own passage is empty but keeps its rank.
+    assert passages[1].messages == ()
+    assert set(hits[:2]) <= set(shown)
