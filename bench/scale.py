@@ -12,6 +12,10 @@ durability and `chroma run` (tests/engines.py), the local fake Discord, and
   question must be answered exactly once.
 * Sync: the same history synced into SQLite with the embedded index, and into PostgreSQL
   with the Chroma server, in one run; messages per second of each.
+* The machine's own ceiling: the same /ask prompts run through bare llama.cpp (no bot, no
+  engines), in one process and then in two processes at once (1 thread each). What two
+  workers can gain over one is bounded by what two bare models gain over one, since both
+  share the memory bus and the cores with everything else.
 """
 
 from __future__ import annotations
@@ -118,6 +122,64 @@ async def _answers_per_minute(
     }
 
 
+def _bare_generations(count: int, offset: int) -> float:
+    """Seconds to answer `count` of the questions with bare llama.cpp, 1 thread, here."""
+    sys.path.insert(0, str(ROOT))
+    from datetime import UTC, datetime
+
+    from app.llm.generator import Generator
+    from app.llm.model_file import resolve_model_path
+    from app.llm.prompts import Quote, ask_prompt
+
+    lines = history(60)
+    quotes = [
+        Quote(f"person{i % 13}", "c0", datetime(2026, 3, 1 + i % 27, tzinfo=UTC), line)
+        for i, line in enumerate(lines)
+    ]
+    generator = Generator(resolve_model_path(None), threads=1)
+    generator.load()
+    asked = questions(offset + count)[offset:]
+
+    async def answer_all() -> float:
+        started = time.monotonic()
+        for i, question in enumerate(asked):
+            chosen = quotes[(offset + i) * 3 % 40 :][:15]
+            prompt = ask_prompt(
+                question, chosen, count_tokens=generator.count_tokens, n_ctx=generator.n_ctx
+            )
+            await generator.generate(prompt.text, max_tokens=prompt.max_tokens, stop=prompt.stop)
+        return time.monotonic() - started
+
+    try:
+        return asyncio.run(answer_all())
+    finally:
+        generator.close()
+
+
+def _bare_ceiling(count: int) -> dict[str, float]:
+    """Answers per minute of bare llama.cpp: one process, then two processes at once."""
+    import subprocess
+
+    def start(n: int, offset: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.scale", "--bare", str(n), "--offset", str(offset)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def seconds(process: subprocess.Popen[str]) -> float:
+        out, _ = process.communicate(timeout=3600)
+        if process.returncode != 0:
+            raise RuntimeError(f"bare generation failed ({process.returncode})")
+        return float(out.strip().splitlines()[-1])
+
+    one = seconds(start(count, 0))
+    pair = [start(count // 2, 0), start(count - count // 2, count // 2)]
+    two = max(seconds(p) for p in pair)
+    return {"bare_one": 60 * count / one, "bare_two": 60 * count / two}
+
+
 async def run(question_count: int, messages: int) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -204,6 +266,7 @@ async def run(question_count: int, messages: int) -> dict[str, float]:
 def main(question_count: int = 24, messages: int = 8000) -> dict[str, float]:
     """Run the benchmark and print its figures as Markdown."""
     figures = asyncio.run(run(question_count, messages))
+    figures.update(_bare_ceiling(question_count))
     speedup = figures["two_per_minute"] / figures["one_per_minute"]
     sync_ratio = figures["sync_shared"] / figures["sync_embedded"]
     print(
@@ -222,6 +285,13 @@ def main(question_count: int = 24, messages: int = 8000) -> dict[str, float]:
         f"{figures['two_by_two-b']:.0f}) | |"
     )
     print(f"| 2 workers / 1 worker | {speedup:.2f}x | >= 1.7x |")
+    ceiling = figures["bare_two"] / figures["bare_one"]
+    print(
+        f"| bare llama.cpp, same prompts: 1 process / 2 processes, per minute | "
+        f"{figures['bare_one']:.1f} / {figures['bare_two']:.1f} | |"
+    )
+    print(f"| the machine's ceiling, 2 / 1 | {ceiling:.2f}x | |")
+    print(f"| 2 workers as a share of that ceiling | {speedup / ceiling:.0%} | |")
     lost = figures["one_lost"] + figures["two_lost"]
     twice = figures["one_not_once"] + figures["two_not_once"]
     print(f"| lost / not exactly once | {lost:.0f} / {twice:.0f} | 0 / 0 |")
@@ -229,6 +299,7 @@ def main(question_count: int = 24, messages: int = 8000) -> dict[str, float]:
     print(f"| sync, PostgreSQL + Chroma server | {figures['sync_shared']:,.0f} msg/s | |")
     print(f"| shared / embedded | {sync_ratio:.2f}x | >= 0.7x |")
     figures["speedup"] = speedup
+    figures["ceiling"] = ceiling
     figures["sync_ratio"] = sync_ratio
     return figures
 
@@ -237,5 +308,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--messages", type=int, default=8000)
+    parser.add_argument("--bare", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    main(args.questions, args.messages)
+    if args.bare:
+        print(f"{_bare_generations(args.bare, args.offset):.3f}")
+    else:
+        main(args.questions, args.messages)
