@@ -27,6 +27,7 @@ from app.discord.snowflakes import time_snowflake
 from app.errors import CommandError
 from app.interactions.commands import ASK
 from app.interactions.invocation import Invocation
+from app.llm.generator import Sampling
 from app.llm.prompts import NO_ANSWER, ask_line, ask_prompt
 from app.retrieval.query import terms
 from app.retrieval.search import jump_link
@@ -36,6 +37,8 @@ from app.store.models import StoredMessage
 ASK_PASSAGES = 5
 # Sources listed under an answer.
 SOURCES_SHOWN = 5
+# A factual answer is the model's most likely one: the same question gets the same answer.
+ANSWER_SAMPLING = Sampling(temperature=0.0)
 # Share of an answer's words a quoted line must hold to be where the answer comes from.
 GROUNDED = 0.5
 
@@ -84,7 +87,11 @@ async def ask(resources: Resources, invocation: Invocation, reply: Responder) ->
             await reply.progress(shown + " …")
 
     result = await generator.generate(
-        prompt.text, max_tokens=prompt.max_tokens, stop=prompt.stop, on_text=show
+        prompt.text,
+        max_tokens=prompt.max_tokens,
+        stop=prompt.stop,
+        on_text=show,
+        sampling=ANSWER_SAMPLING,
     )
     answer, cited = clean_answer(result.text, kept)
     if answer != NO_ANSWER:

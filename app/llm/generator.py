@@ -101,6 +101,7 @@ class _Run:
     max_tokens: int
     stop: tuple[str, ...]
     deadline_at: float
+    sampling: Sampling
     halt: threading.Event = field(default_factory=threading.Event)
     text: str = ""
 
@@ -230,8 +231,11 @@ class Generator:
         stop: Sequence[str] = (),
         on_text: TextCallback | None = None,
         deadline: float | None = None,
+        sampling: Sampling | None = None,
     ) -> Generation:
         """Generate after `prompt`, one call at a time; `deadline` (seconds) overrides the default.
+
+        `sampling` overrides the generator's own for this call (greedy for a factual answer).
 
         The deadline runs from this call, time queued included, since the user waits for both.
         """
@@ -242,6 +246,7 @@ class Generator:
             max_tokens=max_tokens,
             stop=tuple(s for s in stop if s),
             deadline_at=called + (self.deadline if deadline is None else deadline),
+            sampling=sampling or self.sampling,
         )
         free = llama.n_ctx() - len(run.tokens)
         if free < 1:
@@ -276,7 +281,7 @@ class Generator:
 
         def target() -> None:
             try:
-                outcome: Generation | BotError = _decode(llama, run, self.sampling)
+                outcome: Generation | BotError = _decode(llama, run, run.sampling)
             except Exception as exc:
                 outcome = BotError(f"generation failed: {exc}")
                 outcome.__cause__ = exc

@@ -150,6 +150,19 @@ async def test_streams_growing_text_and_returns_sampling_stats(generator: Genera
     assert result.text.startswith(seen[-1].strip())
 
 
+async def test_a_call_can_sample_greedily_whatever_the_generator_default(
+    generator: Generator,
+) -> None:
+    story = "Once upon a time, in a village by the sea,"
+    greedy = Sampling(temperature=0.0)
+    first = await generator.generate(story, max_tokens=24, sampling=greedy)
+    again = await generator.generate(story, max_tokens=24, sampling=greedy)
+    assert first.text == again.text and first.tokens == 24
+    hot = Sampling(temperature=5.0, top_k=0, top_p=1.0, min_p=0.0)
+    wild = [await generator.generate(story, max_tokens=24, sampling=hot) for _ in range(2)]
+    assert any(w.text != first.text for w in wild)
+
+
 async def test_a_stop_sequence_ends_the_answer_before_it(generator: Generator) -> None:
     result = await generator.generate(COUNTING, max_tokens=60, stop=[" 16,"])
     assert result.finish_reason == "stop"
