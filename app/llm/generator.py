@@ -233,12 +233,9 @@ class Generator:
         deadline: float | None = None,
         sampling: Sampling | None = None,
     ) -> Generation:
-        """Generate after `prompt`, one call at a time; `deadline` (seconds) overrides the default.
-
-        `sampling` overrides the generator's own for this call (greedy for a factual answer).
-
-        The deadline runs from this call, time queued included, since the user waits for both.
-        """
+        """Generate after `prompt`, one call at a time; `deadline` (seconds) and `sampling`
+        override the generator's own. The deadline runs from this call, time queued included,
+        since the user waits for both."""
         llama = self._model()
         called = time.monotonic()
         run = _Run(
