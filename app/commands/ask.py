@@ -28,7 +28,7 @@ from app.errors import CommandError
 from app.interactions.commands import ASK
 from app.interactions.invocation import Invocation
 from app.llm.generator import Sampling
-from app.llm.prompts import NO_ANSWER, ask_line, ask_prompt
+from app.llm.prompts import NO_ANSWER, ask_prompt
 from app.retrieval.query import terms
 from app.retrieval.search import jump_link
 from app.store.models import StoredMessage
@@ -95,9 +95,7 @@ async def ask(resources: Resources, invocation: Invocation, reply: Responder) ->
     )
     answer, cited = clean_answer(result.text, kept)
     if answer != NO_ANSWER:
-        several = len({q.channel for q in prompt.quotes}) > 1
-        lines = [ask_line(q, i + 1, channel=several) for i, q in enumerate(prompt.quotes)]
-        cited = grounded(answer, cited, kept[: len(lines)], lines)
+        cited = grounded(answer, cited, kept[: len(prompt.lines)], prompt.lines)
     named = await resources.retriever.members_named(question, channels)
     if not answer or not attributed(cited, named, question):
         answer, cited = NO_ANSWER, []

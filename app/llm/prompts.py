@@ -127,6 +127,8 @@ class Prompt:
     stop: tuple[str, ...]
     quotes: tuple[Quote, ...] = ()
     """For /ask: the quotes in the prompt, `quotes[0]` being [1]; the rest were dropped."""
+    lines: tuple[str, ...] = ()
+    """For /ask: those quotes as the model is shown them, one line each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,7 @@ def ask_prompt(
         max_tokens=max_tokens,
         stop=ASK_STOP,
         quotes=tuple(quotes[:kept]),
+        lines=tuple(lines[:kept]),
     )
 
 
