@@ -31,6 +31,7 @@ from app.store.lexical import LexicalQueries
 from app.store.messages import MessageQueries
 from app.store.migrations import MIGRATIONS, Migration, apply_migrations
 from app.store.outbox import OutboxQueries
+from app.store.pool import SQLiteDatabase
 from app.store.privacy import PrivacyQueries
 
 BUSY_TIMEOUT_MS = 5000
@@ -50,7 +51,7 @@ class SQLiteConnection(sqlite3.Connection):
 def open_database(url: str) -> Database:
     """A `databases.Database` for `url`, with busy timeout and foreign keys on SQLite."""
     if url.startswith("sqlite"):
-        return Database(url, factory=SQLiteConnection)
+        return SQLiteDatabase(url, factory=SQLiteConnection)
     try:
         return Database(url)
     except ImportError as exc:  # the backend imports its driver (asyncpg) here
