@@ -20,17 +20,16 @@ while shared, ``python -m bench.embedding``)::
     where $in 5 channels (10%)              p95  56 ms
     where $in 40 channels (80%)             p95 226 ms
 
-So ``query`` first over-fetches ``max(100, 12*k)`` nearest neighbours without a
+So ``query`` first over-fetches ``max(100, 2*k)`` nearest neighbours without a
 filter and keeps those in permitted channels. When the permitted channels hold
-much of the index (server scope) that always yields k hits, at unfiltered cost.
-When fewer than k permitted hits survive, the permitted channels are a small
-part of the index, and their own vectors are few: ``app.retrieval.scan`` copies
-them out once (dropped on any write to the channel) and scans them exactly,
-falling back to Chroma's ``where`` only for channels too large to copy.
-Either way no hit from a non-permitted channel can be returned. Measured with
-``python -m bench.embedding`` at 100k vectors, query embedding included, p95:
-1 channel 16 ms, 5 channels 23 ms, 40 channels 15 ms (a ``where`` query alone:
-42, 59 and 219 ms).
+most of the index (server scope) that yields k hits, at unfiltered cost. When
+fewer survive, the permitted channels are a smaller part of the index, and their
+own vectors are few: ``app.retrieval.scan`` copies them out once (dropped on any
+write to the channel) and scans them exactly. Channels too large to copy get a
+wider over-fetch (``12*k``), and Chroma's ``where`` only if that falls short too.
+No hit from a non-permitted channel can be returned. Measured with
+``python -m bench.embedding`` at 100k vectors, k=50 (what hybrid search asks),
+p95: 1 channel 6 ms, 5 channels 7 ms, 40 channels 5 ms (a 12*k first look: 25 ms).
 
 Thread-safety: every method is blocking. The Chroma client may be used from
 several threads; writes (upsert, delete, reset) are serialised by a lock here so
@@ -44,7 +43,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +54,7 @@ import httpx
 import numpy as np
 
 from app.errors import BotError
-from app.retrieval.scan import ChannelMatrix, ChannelVectors
+from app.retrieval.scan import ChannelMatrix, ChannelVectors, FutileOverfetch
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -70,9 +68,9 @@ COLLECTION = "messages"
 # The file an embedded Chroma directory keeps its collections and metadata in.
 CHROMA_FILE = "chroma.sqlite3"
 BATCH_SIZE = 100
+FIRST_LOOK = 2
 OVERFETCH_FACTOR = 12
 OVERFETCH_MIN = 100
-SKIP_QUERIES = 16
 # Tries of one call to Chroma while its collection is rebuilt or written elsewhere.
 _ATTEMPTS = 4
 
@@ -168,7 +166,7 @@ class MessageIndex:
         self._client = client
         self._embedder = embedder
         self._write_lock = threading.Lock()
-        self._skips = _FutileOverfetch()
+        self._skips = FutileOverfetch()
         self._vectors = ChannelVectors(self._load_channels)
         self._collection = self._open_collection()
 
@@ -248,12 +246,10 @@ class MessageIndex:
         permitted = frozenset(channel_ids)
         if self._skips.take(permitted):
             return self._filtered(vector, permitted, k)
-        wanted = max(OVERFETCH_MIN, OVERFETCH_FACTOR * k)
-        candidates = self._search(vector, wanted, where=None)
-        hits = [hit for hit in candidates if hit.channel_id in permitted]
-        if len(hits) >= k or len(candidates) < wanted:
-            return hits[:k]
-        logger.debug("over-fetch kept %d of %d; filtering in Chroma", len(hits), wanted)
+        hits, enough = self._overfetch(vector, permitted, k, FIRST_LOOK)
+        if enough:
+            return hits
+        logger.debug("over-fetch kept %d; searching the channels alone", len(hits))
         if 2 * len(hits) < k:  # the permitted channels are a sliver of the index
             self._skips.remember(permitted)
         return self._filtered(vector, permitted, k)
@@ -279,12 +275,25 @@ class MessageIndex:
                 scores[int(message_id)] = float(score)
         return scores
 
+    def _overfetch(
+        self, vector: Vectors, permitted: frozenset[str], k: int, factor: int
+    ) -> tuple[list[Hit], bool]:
+        """The permitted among the nearest `max(100, factor*k)`; and whether they answer."""
+        wanted = max(OVERFETCH_MIN, factor * k)
+        candidates = self._search(vector, wanted, where=None)
+        hits = [hit for hit in candidates if hit.channel_id in permitted]
+        return hits[:k], len(hits) >= k or len(candidates) < wanted
+
     def _filtered(self, vector: Vectors, permitted: frozenset[str], k: int) -> list[Hit]:
-        """Exact search over the permitted channels' own vectors, or Chroma's filter if large."""
+        """Exact search over the permitted channels' own vectors; if too many, a wide
+        over-fetch, then Chroma's filter."""
         scanned = self._vectors.search(vector, permitted, k)
-        if scanned is None:
-            return self._search(vector, k, where=_channel_filter(permitted))
-        return [Hit(id=i, similarity=s, channel_id=c) for i, s, c in scanned]
+        if scanned is not None:
+            return [Hit(id=i, similarity=s, channel_id=c) for i, s, c in scanned]
+        hits, enough = self._overfetch(vector, permitted, k, OVERFETCH_FACTOR)
+        if enough:
+            return hits
+        return self._search(vector, k, where=_channel_filter(permitted))
 
     def _load_channels(self, channels: list[str], limit: int) -> dict[str, ChannelMatrix] | None:
         """The vectors of some channels, or None when they hold more than `limit`."""
@@ -405,36 +414,6 @@ def _channel_filter(channels: frozenset[str]) -> dict[str, Any]:
         (channel,) = channels
         return {"channel_id": channel}
     return {"channel_id": {"$in": sorted(channels)}}
-
-
-class _FutileOverfetch:
-    """Channel sets whose last over-fetch found too few hits, so the next queries skip it.
-
-    A channel-scope question is usually asked again in the same channel; when
-    that channel is a small part of the index the over-fetch only adds its cost
-    before the filtered query. It is retried every ``SKIP_QUERIES`` queries in
-    case the channel has grown.
-    """
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._capacity = capacity
-        self._left: OrderedDict[frozenset[str], int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, channels: frozenset[str]) -> bool:
-        """Whether to skip the over-fetch for channels this time."""
-        with self._lock:
-            left = self._left.pop(channels, 0)
-            if left > 1:
-                self._left[channels] = left - 1
-            return left > 0
-
-    def remember(self, channels: frozenset[str]) -> None:
-        """Skip the over-fetch for the next queries on channels."""
-        with self._lock:
-            self._left[channels] = SKIP_QUERIES
-            while len(self._left) > self._capacity:
-                self._left.popitem(last=False)
 
 
 @contextmanager

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+# Queries on a channel set that skip the over-fetch after one found too few hits.
+SKIP_QUERIES = 16
 # Copies kept at most, counted in vectors over all channels (about 1.5 KiB each).
 MAX_ROWS = 60_000
 
@@ -100,3 +102,33 @@ class ChannelVectors:
             while self._rows > self._max_rows and self._cache:
                 _, evicted = self._cache.popitem(last=False)
                 self._rows -= len(evicted.ids)
+
+
+class FutileOverfetch:
+    """Channel sets whose last over-fetch found too few hits, so the next queries skip it.
+
+    A channel-scope question is usually asked again in the same channel; when
+    that channel is a small part of the index the over-fetch only adds its cost
+    before the filtered query. It is retried every ``SKIP_QUERIES`` queries in
+    case the channel has grown.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self._left: OrderedDict[frozenset[str], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, channels: frozenset[str]) -> bool:
+        """Whether to skip the over-fetch for channels this time."""
+        with self._lock:
+            left = self._left.pop(channels, 0)
+            if left > 1:
+                self._left[channels] = left - 1
+            return left > 0
+
+    def remember(self, channels: frozenset[str]) -> None:
+        """Skip the over-fetch for the next queries on channels."""
+        with self._lock:
+            self._left[channels] = SKIP_QUERIES
+            while len(self._left) > self._capacity:
+                self._left.popitem(last=False)

@@ -16,13 +16,17 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from app.discord.snowflakes import time_snowflake
 from app.retrieval.fusion import Candidate, Evidence, fuse
-from app.retrieval.index import MessageIndex
+from app.retrieval.index import Hit, MessageIndex
 from app.retrieval.query import named, period_in, terms, without_names
 from app.store.db import Store
 from app.store.models import StoredMessage
+
+if TYPE_CHECKING:
+    from app.retrieval.embedder import Vectors
 
 # Candidates taken from each source before fusion (measured: 50 gives the recall of scoring
 # every message within 0.01, at half the reads of 100).
@@ -44,13 +48,13 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.author_ids) or self.after is not None or self.before is not None
 
-    def admits(self, message: StoredMessage) -> bool:
-        """Whether a message passes every filter."""
-        if self.author_ids and message.author_id not in self.author_ids:
+    def admits(self, author_id: str, sent: datetime) -> bool:
+        """Whether a message by this author, sent then, passes every filter."""
+        if self.author_ids and author_id not in self.author_ids:
             return False
-        if self.after is not None and message.timestamp < self.after:
+        if self.after is not None and sent < self.after:
             return False
-        return self.before is None or message.timestamp < self.before
+        return self.before is None or sent < self.before
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +122,16 @@ class Retriever:
         names = {name.lower() for name in mentioned.values()}
         boosted = frozenset(mentioned) if len(names) == 1 else frozenset()
         period = period_in(query, now or datetime.now(UTC))
-        vector = await asyncio.to_thread(
-            self._index.encode, without_names(query, sorted(set(mentioned.values())))
-        )
         wanted = FILTERED_CANDIDATES if filters else CANDIDATES
-        dense_hits, lexical = await asyncio.gather(
-            self._index.aquery(vector, channel_ids=channels, k=wanted),
+
+        async def by_meaning() -> tuple[Vectors, list[Hit]]:
+            text = without_names(query, sorted(set(mentioned.values())))
+            vector = await asyncio.to_thread(self._index.encode, text)
+            return vector, await self._index.aquery(vector, channel_ids=channels, k=wanted)
+
+        # The words are searched while the question is embedded.
+        (vector, dense_hits), lexical = await asyncio.gather(
+            by_meaning(),
             self._store.lexical_search(
                 channels,
                 terms(query),
@@ -134,12 +142,17 @@ class Retriever:
             ),
         )
         ids = list(dict.fromkeys([h.id for h in dense_hits] + [i for i, _ in lexical]))
-        rows = {m.id: m for m in await self._store.get_messages(ids)}
-        live = [rows[i] for i in ids if i in rows and rows[i].channel_id in channel_ids]
-        # A vector not yet deleted after its author opted out is never a hit.
-        live = [m for m in live if not m.withheld and filters.admits(m)]
-        neighbours = await self._store.neighbour_ids([m.id for m in live])
-        scored = {m.id for m in live} | {n for ns in neighbours.values() for n in ns}
+        # Only what fusion needs of each; the few messages returned are read whole at the end.
+        facts = await self._store.search_facts(ids)
+        # A vector not yet deleted after its author opted out is never a hit (no facts).
+        live = [
+            facts[i]
+            for i in ids
+            if i in facts
+            and facts[i].channel_id in channel_ids
+            and filters.admits(facts[i].author_id, facts[i].timestamp)
+        ]
+        scored = {m.id for m in live} | {n for m in live for n in m.neighbours}
         # The dense side already scored its own hits; only the others need their vectors.
         dense = {h.id: h.similarity for h in dense_hits}
         missing = sorted(scored - dense.keys())
@@ -149,14 +162,19 @@ class Retriever:
                 id=m.id,
                 author_id=m.author_id,
                 in_period=period is not None and period.contains(m.timestamp),
-                neighbours=neighbours.get(m.id, ()),
+                neighbours=m.neighbours,
             )
             for m in live
         ]
         fused = fuse(candidates, Evidence(dict(lexical), dense), author_ids=boosted, k=k)
+        messages = {m.id: m for m in await self._store.get_messages([f.id for f in fused])}
         if self._on_search is not None:
             self._on_search(time.perf_counter() - started)
-        return [Result(rows[f.id], f.score) for f in fused]
+        return [
+            Result(messages[f.id], f.score)
+            for f in fused
+            if f.id in messages and not messages[f.id].withheld
+        ]
 
     async def passages(self, query: str, channel_ids: Collection[str], k: int) -> list[Passage]:
         """The best hits, each widened with its neighbours; no message appears twice.

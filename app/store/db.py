@@ -3,9 +3,10 @@
 The queries live by concern in the modules `Store` is made of: `app.store.messages` (pages of
 history written with their channel's cursor in one transaction, and the reads of messages),
 `app.store.outbox` (the `index_state` column through which the vector index follows the store),
-`app.store.channels` (channels, their cursors and access, and roles), `app.store.lexical` (the
-words of every live message, searchable with BM25), `app.store.privacy` (members who opted
-out, and their messages kept without text) and `app.store.audit`.
+`app.store.channels` (channels, their cursors and access, and roles), `app.store.lexical` and
+`app.store.lexical_search` (the words of every live message, searched with BM25),
+`app.store.privacy` (members who opted out, and their messages kept without text) and
+`app.store.audit`.
 They share one `databases.Database`, so callers hold a single `Store` and one transaction can
 span concerns (a page and its channel's cursor). This module owns the connection: SQLite's
 per-connection pragmas and its WAL journal, so that readers never block the one writer; on
@@ -27,7 +28,7 @@ from app.errors import SettingsError
 from app.store.audit import AuditQueries
 from app.store.channels import ChannelQueries
 from app.store.errors import full_translated
-from app.store.lexical import LexicalQueries
+from app.store.lexical_search import IndexStats, LexicalQueries
 from app.store.messages import MessageQueries
 from app.store.migrations import MIGRATIONS, Migration, apply_migrations
 from app.store.outbox import OutboxQueries
@@ -81,6 +82,7 @@ class Store(
         self._database = database
         self._migrations = migrations
         self._owns_connection = False
+        self._index_stats = IndexStats()
 
     @classmethod
     def from_url(cls, url: str) -> Store:

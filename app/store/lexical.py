@@ -20,12 +20,12 @@ Postgres a `tsvector` per message with a GIN index. Rows are rewritten in the
 same transaction as the messages they describe (a page, an edit, a deletion),
 together with their neighbours, whose context changed: a search never sees a
 deleted message or an edit's old words. A withheld message (its author opted out, see
-`app.store.privacy`) has no row and is no one's context. Part of `Store` (see `app.store.db`).
+`app.store.privacy`) has no row and is no one's context. The searching is in
+`app.store.lexical_search`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,16 +38,8 @@ from app.store.rows import MESSAGE_SELECT, chunks, execute_many, in_clause, mess
 
 # No context across a silence longer than this: it is another conversation.
 CONTEXT_GAP: Final = 3600.0
-# BM25 weights of the FTS5 columns (channel_id, scope, author, body, alt, date, ctx). The
-# first is not indexed; `scope` holds one token per row, "c" + the channel id, so that the
-# index itself narrows a search to the permitted channels before ranking anything (at
-# 100k messages, ranking every match of common words in all channels took 100 ms).
-WEIGHTS: Final = (0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.35)
-# Up to this many channels, the FTS5 query itself names them (see `_match`).
-_SCOPED_CHANNELS: Final = 8
 # Characters of a replied-to message's text taken as context.
 _REPLY_CHARS: Final = 300
-_PG_WORD: Final = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,109 +58,6 @@ class LexicalRow:
 def spoken_date(message: StoredMessage) -> str:
     """The day a message was sent, as people write it: "8 May 2023"."""
     return f"{message.timestamp.day} {message.timestamp:%B %Y}"
-
-
-class LexicalQueries:
-    """The lexical index's search, and the reads that fusion needs around it."""
-
-    _database: Database
-
-    async def lexical_search(
-        self,
-        channel_ids: Sequence[str],
-        words: Sequence[str],
-        limit: int,
-        *,
-        author_ids: Sequence[str] = (),
-        after_id: int | None = None,
-        before_id: int | None = None,
-    ) -> list[tuple[int, float]]:
-        """Up to `limit` (message id, score) of live messages in the channels; best first.
-
-        Any of the words matches (each is quoted: no word is read as query syntax). Scores
-        are positive, higher is better, and comparable within one search only. `after_id`
-        and `before_id` bound the ids (snowflakes, so times); `author_ids` narrows to authors.
-        """
-        if not channel_ids or not words or limit <= 0:
-            return []
-        postgres = _is_postgres(self._database)
-        key = "t.id" if postgres else "t.rowid"
-        clause, values = in_clause("t.channel_id", channel_ids)
-        where = [clause]
-        if after_id is not None:
-            where.append(f"{key} >= :after_id")
-            values["after_id"] = after_id
-        if before_id is not None:
-            where.append(f"{key} < :before_id")
-            values["before_id"] = before_id
-        if author_ids:
-            names = {f"author_{i}": author for i, author in enumerate(author_ids)}
-            listed = ", ".join(":" + name for name in names)
-            where.append(f"{key} IN (SELECT m.id FROM messages m WHERE m.author_id IN ({listed}))")
-            values.update(names)
-        if postgres:
-            terms = [t for w in words for t in _PG_WORD.findall(w.lower())]
-            if not terms:
-                return []
-            rows = await self._database.fetch_all(
-                # Weights of D, C, B, A: context is D, the message itself A.
-                "SELECT t.id AS id, ts_rank('{0.35, 0.35, 0.35, 1.0}', t.document, q, 1) "
-                "AS score "
-                "FROM message_text t, to_tsquery('english', :query) q "
-                f"WHERE t.document @@ q AND {' AND '.join(where)} "
-                "ORDER BY score DESC LIMIT :limit",
-                {
-                    **values,
-                    "query": " | ".join(dict.fromkeys(terms)),
-                    "limit": limit,
-                },
-            )
-        else:
-            weights = ", ".join(str(w) for w in WEIGHTS)
-            rows = await self._database.fetch_all(
-                f"SELECT t.rowid AS id, -bm25(message_text, {weights}) AS score "
-                "FROM message_text t WHERE message_text MATCH :match "
-                f"AND {' AND '.join(where)} ORDER BY bm25(message_text, {weights}) LIMIT :limit",
-                {**values, "match": _match(channel_ids, words), "limit": limit},
-            )
-        return [(int(r["id"]), float(r["score"])) for r in rows]
-
-    async def channel_authors(self, channel_ids: Sequence[str]) -> dict[str, str]:
-        """Author id to display name (their latest) of the live messages in the channels."""
-        if not channel_ids:
-            return {}
-        clause, values = in_clause("channel_id", channel_ids)
-        rows = await self._database.fetch_all(
-            "SELECT author_id, MAX(author_name) AS name FROM messages "
-            f"WHERE {clause} AND deleted = FALSE AND withheld = FALSE GROUP BY author_id",
-            values,
-        )
-        return {str(r["author_id"]): str(r["name"] or "") for r in rows}
-
-    async def neighbour_ids(self, ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
-        """Each message's live neighbours before and after it in its channel, in the same
-        conversation (no silence over `CONTEXT_GAP` between them)."""
-        found: dict[int, tuple[int, ...]] = {}
-        for chunk in chunks(ids):
-            clause, values = in_clause("m.id", chunk)
-            rows = await self._database.fetch_all(
-                "SELECT m.id AS id, "
-                "(SELECT p.id FROM messages p WHERE p.channel_id = m.channel_id AND p.id < m.id "
-                "AND p.deleted = FALSE AND p.withheld = FALSE ORDER BY p.id DESC LIMIT 1) AS prev, "
-                "(SELECT n.id FROM messages n WHERE n.channel_id = m.channel_id AND n.id > m.id "
-                "AND n.deleted = FALSE AND n.withheld = FALSE ORDER BY n.id LIMIT 1) AS next "
-                f"FROM messages m WHERE {clause}",
-                values,
-            )
-            for row in rows:
-                own = int(row["id"])
-                found[own] = tuple(
-                    int(other)
-                    for other in (row["prev"], row["next"])
-                    if other is not None
-                    and abs(snowflake_time(int(other)) - snowflake_time(own)) <= CONTEXT_GAP
-                )
-        return found
 
 
 async def refresh_lexical(database: Database, channel_id: str, low: int, high: int) -> int:
@@ -204,7 +93,7 @@ async def refresh_lexical(database: Database, channel_id: str, low: int, high: i
     made = lexical_rows([None, *messages, None], replied)
     # The outer two were only context, unless they are the channel's first or last.
     keep = [r for r in made if rewrite_low <= r.id <= rewrite_high]
-    postgres = _is_postgres(database)
+    postgres = is_postgres(database)
     key = "id" if postgres else "rowid"
     await database.execute(
         f"DELETE FROM message_text WHERE channel_id = :channel_id AND {key} >= :low "
@@ -251,7 +140,7 @@ async def _live(database: Database, ids: Iterable[int]) -> list[StoredMessage]:
     return found
 
 
-def _is_postgres(database: Database) -> bool:
+def is_postgres(database: Database) -> bool:
     return not str(database.url.dialect).startswith("sqlite")
 
 
@@ -259,23 +148,6 @@ _SQLITE_INSERT: Final = (
     "INSERT INTO message_text (rowid, channel_id, scope, author, body, alt, date, ctx) "
     "VALUES (:id, :channel_id, 'c' || :channel_id, :author, :body, :alt, :date, :ctx)"
 )
-
-
-def _match(channel_ids: Sequence[str], words: Sequence[str]) -> str:
-    """The FTS5 query: any of the words, in one of the channels; every token quoted.
-
-    Past a few channels the scope tokens cover much of the table and cost more than they
-    save; the SQL filter on `channel_id` then narrows alone (it always applies).
-    """
-    wanted = " OR ".join(f'"{_quote(w)}"' for w in words)
-    if len(channel_ids) > _SCOPED_CHANNELS:
-        return wanted
-    scopes = " OR ".join(f'"c{_quote(c)}"' for c in channel_ids)
-    return f"scope : ({scopes}) AND ({wanted})"
-
-
-def _quote(text: str) -> str:
-    return text.replace('"', '""')
 
 
 # Postgres weights: A for the message itself, D (0.1 by default, 0.35 set at query time) for

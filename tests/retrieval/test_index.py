@@ -25,6 +25,7 @@ from app.retrieval.index import (
     close_chroma,
     open_chroma,
 )
+from app.retrieval.scan import ChannelVectors
 from tests.engines import ChromaServer
 
 if TYPE_CHECKING:
@@ -152,6 +153,22 @@ def test_filter_falls_back_when_permitted_channel_is_rare(index: MessageIndex) -
     assert index.query(PLANTED, channel_ids=["21", "20"], k=3) == hits
     single = index.query(PLANTED, channel_ids=["20"], k=10)
     assert sorted(h.id for h in single) == [5000 + i for i in range(5)]
+
+
+def test_channels_too_large_to_copy_still_get_their_nearest(
+    index: MessageIndex, embedder: Embedder
+) -> None:
+    # Copies hold at most 10 vectors, so the channel cannot be scanned: the wide
+    # over-fetch, then Chroma's filter, must find its nearest all the same.
+    index._vectors = ChannelVectors(index._load_channels, max_rows=10)
+    crowd = [item(1000 + i, f"{PLANTED} ({i})", "10") for i in range(OVERFETCH_MIN + 20)]
+    texts = chatter(40, seed=5)
+    index.upsert(crowd + [item(5000 + i, text, "20") for i, text in enumerate(texts)])
+    query = embedder.encode([PLANTED])[0]
+    exact = np.argsort(-(embedder.encode(texts) @ query))[:5]
+    for _ in range(2):  # the first search, then the one that skips the over-fetch
+        hits = index.query(PLANTED, channel_ids=["20"], k=5)
+        assert [h.id for h in hits] == [5000 + int(i) for i in exact]
 
 
 def test_filtered_results_are_the_exact_top_k(index: MessageIndex, embedder: Embedder) -> None:

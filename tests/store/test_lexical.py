@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from app.discord.snowflakes import time_snowflake
+from app.store import lexical_search
 from app.store.db import Store
+from app.store.lexical_search import IndexStats
 from app.store.migrations import MIGRATIONS
 from app.store.models import Attachment, IndexState, StoredMessage, format_time
 
@@ -130,8 +134,10 @@ async def test_authors_and_neighbours_for_fusion(store: Store) -> None:
     c = message(3, "much later", author="Ana", minutes=500)
     await store.save_page("c1", [a, b, c])
     assert await store.channel_authors(["c1"]) == {"u-ana": "Ana", "u-ben": "Ben"}
-    neighbours = await store.neighbour_ids([a.id, b.id, c.id])
-    assert neighbours == {a.id: (b.id,), b.id: (a.id,), c.id: ()}
+    facts = await store.search_facts([a.id, b.id, c.id, 404])
+    assert {i: f.neighbours for i, f in facts.items()} == {a.id: (b.id,), b.id: (a.id,), c.id: ()}
+    assert (facts[c.id].channel_id, facts[c.id].author_id) == ("c1", "u-ana")
+    assert facts[c.id].timestamp == c.timestamp
 
 
 async def test_the_migration_builds_the_index_for_an_existing_database(
@@ -156,3 +162,60 @@ async def test_the_migration_builds_the_index_for_an_existing_database(
         assert await found(store, ["grafana"]) == [stored.id]
         # What is embedded changed ("author: text"): every live row is embedded again.
         assert (await store.get_messages([stored.id]))[0].index_state is IndexState.PENDING
+
+
+async def test_search_stays_in_the_channels_however_many_are_permitted(store: Store) -> None:
+    # The index narrows by naming the channels (few), by naming the ones left out (few
+    # left out) or not at all (the SQL filter alone): each way returns exactly the same.
+    posted = {}
+    for n in range(30):
+        posted[f"c{n}"] = message(n, f"release notes for channel {n}", channel=f"c{n}")
+        await store.save_page(f"c{n}", [posted[f"c{n}"]])
+    for permitted in (3, 25, 10, 30):
+        channels = [f"c{n}" for n in range(permitted)]
+        hits = await store.lexical_search(channels, ["release", "notes"], 50)
+        assert sorted(i for i, _ in hits) == sorted(posted[c].id for c in channels)
+    # A channel new since the channels were listed is not left out by the index, and the
+    # SQL filter still keeps its messages out.
+    late = [message(40 + n, "release notes, the secret ones", channel="c99") for n in range(20)]
+    await store.save_page("c99", late)
+    channels = [f"c{n}" for n in range(25)]
+    hits = await store.lexical_search(channels, ["release", "notes", "secret"], 50)
+    assert {i for i, _ in hits} <= {posted[c].id for c in channels}
+
+
+async def test_common_words_give_way_to_rare_ones(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scaled down: a word in more than 5 rows (and a tenth of them) is common.
+    monkeypatch.setattr(lexical_search, "COMMON_FLOOR", 5)
+    # Hours apart, so no message is another's context.
+    builds = [message(n, f"deploy finished build {n}", minutes=n * 120) for n in range(30)]
+    grafana = message(31, "deploy the grafana alerts", minutes=31 * 120)
+    await store.save_page("c1", [*builds, grafana])
+    # "deploy" is in every row: only the rare word is searched.
+    assert await found(store, ["deploy", "grafana"]) == [grafana.id]
+    # Every word common: a row must hold them all.
+    hits = await store.lexical_search(["c1"], ["deploy", "build"], 50)
+    assert sorted(i for i, _ in hits) == sorted(m.id for m in builds)
+    # Below the floor nothing is dropped.
+    monkeypatch.setattr(lexical_search, "COMMON_FLOOR", 2000)
+    store._index_stats = IndexStats()
+    assert len(await found(store, ["deploy", "grafana"])) == 10
+
+
+def test_index_stats_answer_only_what_they_know() -> None:
+    now = [0.0]
+    counts = IndexStats(ttl=60, clock=lambda: now[0])
+    assert counts.more_than("deploy", 10) is None
+    counts.remember("deploy", 11, cap=11)  # counted with LIMIT 11: at least 11
+    counts.remember("grafana", 2, cap=11)  # exactly 2
+    assert counts.more_than("deploy", 10) is True
+    assert counts.more_than("deploy", 20) is None  # "at least 11" cannot say
+    assert counts.more_than("grafana", 10) is False
+    assert counts.more_than("grafana", 1) is True
+    now[0] = 61.0
+    assert counts.more_than("grafana", 10) is None
+    assert counts.total() is None
+    counts.remember_total(500)
+    assert counts.total() == 500

@@ -103,8 +103,10 @@ async def test_reads_never_return_a_withheld_message_with_text_nor_name_it(
     batches = [m.id async for batch in store.iter_live_messages() for m in batch]
     assert batches == others
     assert await store.channel_authors(["c1"]) == {"u-ben": "Ben", "u-cy": "Cy"}
-    neighbours = await store.neighbour_ids([page[0].id])
-    assert neighbours == {page[0].id: (page[2].id,)}
+    # No one's neighbour, and no facts of its own for fusion.
+    facts = await store.search_facts([m.id for m in page])
+    assert facts.keys() == set(others)
+    assert facts[page[0].id].neighbours == (page[2].id,)
     # By id it is there, without text, and says so.
     (withheld,) = await store.get_messages([page[1].id])
     assert withheld.withheld and withheld.index_text == ""
