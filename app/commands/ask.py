@@ -35,7 +35,7 @@ from app.store.models import StoredMessage
 
 # Hits handed to the model, each with a neighbour on either side.
 ASK_PASSAGES = 5
-# Sources listed under an answer.
+# Best hits listed under an answer, besides the messages it cites.
 SOURCES_SHOWN = 5
 # A factual answer is the model's most likely one: the same question gets the same answer.
 ANSWER_SAMPLING = Sampling(temperature=0.0)
@@ -179,8 +179,12 @@ def attributed(
 
 
 def sources(cited: Sequence[StoredMessage], hits: Sequence[StoredMessage]) -> str:
-    """The sources list: the messages the answer cites first, then the best other hits."""
-    listed = list(dict.fromkeys([*cited, *hits]))[: max(SOURCES_SHOWN, len(cited))]
+    """The sources list: the messages the answer cites first, then the best hits.
+
+    A cited message never pushes a best hit off the list: when a small model cites the
+    wrong line, the message that answers is still one click away.
+    """
+    listed = list(dict.fromkeys([*cited, *hits[:SOURCES_SHOWN]]))
     lines = ["**Sources**"]
     for number, message in enumerate(listed, 1):
         mark = " (cited)" if message in cited else ""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from app.commands.ask import attributed, clean_answer, grounded, sources
+from app.commands.ask import SOURCES_SHOWN, attributed, clean_answer, grounded, sources
 from app.retrieval.search import jump_link
 from app.store.models import StoredMessage
 
@@ -90,6 +91,16 @@ def test_an_answer_is_credited_to_the_quoted_line_that_holds_it() -> None:
         reply,
         other,
     ]
+
+
+def test_a_cited_message_never_pushes_a_best_hit_off_the_sources() -> None:
+    hits = [
+        replace(QUOTED[0], id=QUOTED[0].id + n, content=f"hit {n}")
+        for n in range(SOURCES_SHOWN + 2)
+    ]
+    cited = replace(QUOTED[2], id=QUOTED[2].id + 100)
+    links = [line.rsplit(" ", 1)[1] for line in sources([cited], hits).splitlines()[1:]]
+    assert links == [jump_link(m) for m in [cited, *hits[:SOURCES_SHOWN]]]
 
 
 def test_sources_list_the_cited_first() -> None:
