@@ -3,10 +3,10 @@
 Hybrid search (see `app.retrieval.fusion` for the measurements behind it): the
 question's words go to the lexical index (BM25 in the database, filtered by
 channel in SQL), its meaning to the vector index (MiniLM in Chroma, filtered by
-channel before anything is returned); the top 100 of each are scored on both,
-smoothed with their neighbours and fused. A member named in the question and a
-period it names ("last week", "in May 2023") boost what they point at;
-`/search`'s author, channel, after and before options filter instead.
+channel before anything is returned), both at once; the top 50 of each are
+scored on both, smoothed with their neighbours and fused. A member named in the
+question and a period it names ("last week", "in May 2023") boost what they
+point at; `/search`'s author, channel, after and before options filter instead.
 """
 
 from __future__ import annotations
