@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 import httpx
 import pytest
@@ -287,9 +287,23 @@ def chroma_binary() -> str | None:
     return shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
 
 
+_Server = TypeVar("_Server", PostgresServer, ChromaServer)
+
+
 def _skip(kind: str, reason: str) -> NoReturn:
     _unavailable[kind] = reason
     pytest.skip(f"{kind}: {reason}")
+
+
+def _served(kind: str, server: _Server) -> Iterator[_Server]:
+    """Start the server for the session's tests and stop it after; skip them if it fails."""
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        server.stop()
+        _skip(kind, str(exc))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -298,14 +312,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     bindir = postgres_bindir()
     if bindir is None:
         _skip("PostgreSQL", "no server installed (Debian: apt-get install postgresql)")
-    server = PostgresServer(bindir)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        server.stop()
-        _skip("PostgreSQL", str(exc))
-    yield server
-    server.stop()
+    yield from _served("PostgreSQL", PostgresServer(bindir))
 
 
 @pytest.fixture(scope="session")
@@ -314,14 +321,7 @@ def chroma_server() -> Iterator[ChromaServer]:
     binary = chroma_binary()
     if binary is None:
         _skip("Chroma server", "the chroma command is not installed")
-    server = ChromaServer(binary)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        server.stop()
-        _skip("Chroma server", str(exc))
-    yield server
-    server.stop()
+    yield from _served("Chroma server", ChromaServer(binary))
 
 
 @pytest.fixture(params=ENGINES)
