@@ -239,10 +239,7 @@ class MessageQueries:
         if not channel_ids:
             return Stats(count=0, first=None, last=None)
         clause, values = in_clause("channel_id", channel_ids)
-        # Stored times are fixed-width UTC text, so they compare as the times do.
-        period = "" if since is None else " AND timestamp >= :since"
-        if since is not None:
-            values["since"] = format_time(since)
+        period = _from(since, "timestamp", values)
         summary = await self._database.fetch_one(
             "SELECT COUNT(*) AS n, MIN(timestamp) AS first, MAX(timestamp) AS last "
             f"FROM messages WHERE deleted = FALSE AND {clause}{period}",
@@ -252,7 +249,7 @@ class MessageQueries:
         # Both lists bind the same parameter names to the same channel ids.
         m_clause, _ = in_clause("m.channel_id", channel_ids)
         a_clause, _ = in_clause("a.channel_id", channel_ids)
-        m_period = period.replace("timestamp", "m.timestamp")
+        m_period = _from(since, "m.timestamp", values)
         # Ties broken by author id so the answer is stable; the name is the author's latest.
         authors = await self._database.fetch_all(
             "SELECT m.author_id AS author_id, COUNT(*) AS n, "
@@ -285,9 +282,7 @@ class MessageQueries:
         if not channel_ids:
             return []
         clause, values = in_clause("channel_id", channel_ids)
-        period = "" if since is None else " AND timestamp >= :since"
-        if since is not None:
-            values["since"] = format_time(since)
+        period = _from(since, "timestamp", values)
         rows = await self._database.fetch_all(
             "SELECT SUBSTR(timestamp, 1, 10) AS day, COUNT(*) AS n FROM messages "
             f"WHERE deleted = FALSE AND {clause}{period} GROUP BY SUBSTR(timestamp, 1, 10)",
@@ -389,3 +384,13 @@ def _next_state(message: StoredMessage, old: Mapping[str, Any], to_embed: bool) 
             return IndexState.REMOVED.value
         return IndexState.PENDING_REMOVAL.value
     return IndexState.PENDING.value if to_embed else str(old["index_state"])
+
+
+def _from(since: datetime | None, column: str, values: dict[str, Any]) -> str:
+    """The SQL that keeps rows whose `column` time is `since` or later ("" for all), its
+    value put in `values`. Stored times are fixed-width UTC text, so they compare as the
+    times do."""
+    if since is None:
+        return ""
+    values["since"] = format_time(since)
+    return f" AND {column} >= :since"
