@@ -14,10 +14,14 @@ durability and `chroma run` (tests/engines.py), the local fake Discord, and
   for the other to finish, is printed too). Every question must be answered exactly once.
 * Sync: the same history synced into SQLite with the embedded index, and into PostgreSQL
   with the Chroma server, in one run; messages per second of each.
-* The machine's own ceiling: the same /ask prompts run through bare llama.cpp (no bot, no
-  engines), in one process and then in two processes at once (1 thread each). What two
-  workers can gain over one is bounded by what two bare models gain over one, since both
-  share the memory bus and the cores with everything else.
+* The machine's own ceiling: /ask prompts of the same history (15 of its messages each,
+  not what the workers retrieved) run through bare llama.cpp (no bot, no engines), in one
+  process and then in two processes at once (1 thread each). What two workers can gain
+  over one is bounded by what two bare models gain over one, since both share the memory
+  bus and the cores with everything else.
+* What each phase did, to check that both did the same work: prompt tokens, tokens
+  generated and seconds in llama.cpp per answer, from each worker's log line per
+  generation; and CPU seconds per answer by kind of process (`bench/cpu.py`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.cpu import CpuUse
 
 ROOT = Path(__file__).resolve().parents[1]
 # Questions posted beyond those measured, so that every worker has work to the end.
@@ -48,6 +55,17 @@ _QUESTIONS = [
     "What went wrong with {}?",
     "What was decided about {}?",
 ]
+# The worker's log line for each generation (app/llm/generator.py).
+_GENERATED = re.compile(r"generated (\d+) tokens after (\d+) prompt tokens in ([0-9.]+)s")
+# What the CPU rows call each kind of process (bench/cpu.py).
+_CPU_LABELS = {
+    "worker": "the workers",
+    "web": "the web process",
+    "bench": "this process (the fake Discord, the clock)",
+    "other": "anything else",
+    "machine": "the whole machine (/proc/stat)",
+    "steal": "taken by the hypervisor for other machines (steal)",
+}
 
 
 def history(count: int) -> list[str]:
@@ -112,15 +130,24 @@ async def _answers_per_minute(
         )
         for q in [*asked, *asked[:EXTRA]]
     ]
-    started = time.monotonic()
-    await post_all([url], signer, items)
-    outcomes, finished = await _timed_results(redis_url, items, started, within=3600)
+    names = {p.popen.pid: "worker" for n, p in cluster.processes.items() if n in workers}
+    names[web.popen.pid] = "web"
+    with CpuUse(names) as use:
+        started = time.monotonic()
+        await post_all([url], signer, items)
+        outcomes, finished = await _timed_results(redis_url, items, started, within=3600)
     answered = [i for i in items if outcomes[i["id"]] in ("ok", "cut_short")]
     once = sum(1 for i in items if delivered_once(fake, i))
     by_worker = {n: cluster.answered(n).get("ask", 0.0) for n in workers}
     for name in [*workers, web.name]:
         cluster.processes[name].popen.terminate()
         cluster.processes[name].popen.wait(60)
+    runs = [g for name in workers for g in _generations(cluster.processes[name].log)]
+    if len(runs) < len(answered):
+        raise RuntimeError(
+            "fewer generations in the workers' logs than answers: has the log "
+            "line of app/llm/generator.py changed?"
+        )
     times = sorted(finished.values())
     steady = times[len(asked) - 1] if len(times) >= len(asked) else float("inf")
     last = times[-1] if times else float("inf")
@@ -133,7 +160,18 @@ async def _answers_per_minute(
         "lost": float(len(items) - len(answered)),
         "not_once": float(len(items) - once),
         **{f"by_{n}": v for n, v in by_worker.items()},
+        **{f"cpu_{kind}": seconds / len(items) for kind, seconds in use.seconds.items()},
+        **{
+            f"llm_{what}": sum(run[i] for run in runs) / max(1, len(runs))
+            for i, what in enumerate(("tokens", "prompt_tokens", "seconds"))
+        },
     }
+
+
+def _generations(log: Path) -> list[tuple[float, float, float]]:
+    """Each generation a worker logged: tokens generated, prompt tokens, seconds."""
+    text = log.read_text(errors="replace")
+    return [(float(a), float(b), float(c)) for a, b, c in _GENERATED.findall(text)]
 
 
 async def _timed_results(
@@ -335,11 +373,25 @@ def main(question_count: int = 24, messages: int = 8000) -> dict[str, float]:
     )
     ceiling = figures["bare_two"] / figures["bare_one"]
     print(
-        f"| bare llama.cpp, same prompts: 1 process / 2 processes, per minute | "
+        f"| bare llama.cpp, /ask prompts of the same history: 1 process / 2 processes, "
+        f"per minute | "
         f"{figures['bare_one']:.1f} / {figures['bare_two']:.1f} | |"
     )
     print(f"| the machine's ceiling, 2 / 1 | {ceiling:.2f}x | |")
     print(f"| 2 workers as a share of that ceiling | {speedup / ceiling:.0%} | |")
+    print(
+        f"| per answer, 1 / 2 workers: prompt tokens, tokens generated, seconds in llama.cpp | "
+        f"{figures['one_llm_prompt_tokens']:.0f} / {figures['two_llm_prompt_tokens']:.0f}, "
+        f"{figures['one_llm_tokens']:.1f} / {figures['two_llm_tokens']:.1f}, "
+        f"{figures['one_llm_seconds']:.2f} / {figures['two_llm_seconds']:.2f} | |"
+    )
+    kinds = ("worker", "web", "postgres", "chroma", "redis", "bench", "other", "machine", "steal")
+    for kind in kinds:
+        one_cpu, two_cpu = figures.get(f"one_cpu_{kind}", 0.0), figures.get(f"two_cpu_{kind}", 0.0)
+        print(
+            f"| CPU s per answer, {_CPU_LABELS.get(kind, kind)}: 1 / 2 workers | "
+            f"{one_cpu:.2f} / {two_cpu:.2f} | |"
+        )
     lost = figures["one_lost"] + figures["two_lost"]
     twice = figures["one_not_once"] + figures["two_not_once"]
     print(f"| lost / not exactly once | {lost:.0f} / {twice:.0f} | 0 / 0 |")
