@@ -140,8 +140,9 @@ def grounded(
     A small model often cites the question next to the answer ("[2] Ana: you play any
     instrument?") rather than the reply that holds it ("[3] Ben: I play clarinet"), or cites
     nothing. When no cited line holds as many of the answer's words as the best quoted line
-    (`lines[i]` being how `quoted[i]` was shown), and that line holds at least `GROUNDED` of
-    them, it is the source: it comes first, and cited lines holding none of the words go.
+    (`lines[i]` being `quoted[i]`'s line, with its date), and that line holds at least
+    `GROUNDED` of them, it is the source: it comes first, and cited lines holding none of the
+    words go.
     Whose message that is then decides `attributed`.
     """
     wanted = set(_stems(answer))

@@ -15,10 +15,12 @@ the summaries (again in parts if they do not fit together), until one summary is
 /ask is a chat (`app.llm.chat`): fixed instructions and three worked examples first (so
 llama.cpp reuses their evaluated prefix between questions), then the quotes and the question.
 Measured on long real conversations (bench/quality.py), an instruction-tuned model answers
-best when asked for the shortest phrase that answers, with the date on every quoted line and
-relative dates ("yesterday") resolved against it, and with one fixed sentence when the
-messages do not answer. The quotes stay within a small budget (`ASK_QUOTE_TOKENS`), so the
-first words appear in seconds on two CPU cores. /summarize prompts are plain completion text
+best when asked for the shortest phrase that answers, with each message's date and relative
+dates ("yesterday") resolved against it, and with one fixed sentence when the messages do not
+answer. The date heads each day's lines rather than starting every line (a date is about nine
+tokens; the model reads each prompt token before it writes the first word). The quotes stay
+within a small budget (`ASK_QUOTE_TOKENS`), so the first words appear in seconds on two CPU
+cores. /summarize prompts are plain completion text
 that ends where the summary should begin.
 """
 
@@ -42,8 +44,9 @@ TokenCounter = Callable[[PromptInput], int]
 """Tokens the model would be fed for this prompt (special tokens and template included)."""
 
 ASK_MAX_TOKENS = 64
-# Tokens the quoted messages of an /ask may take: a small prompt answers in seconds.
-ASK_QUOTE_TOKENS = 700
+# Tokens the quoted messages of an /ask may take, day headings included: a small prompt
+# answers in seconds.
+ASK_QUOTE_TOKENS = 650
 SUMMARY_MAX_TOKENS = 320
 QUOTE_MAX_CHARS = 1200
 QUESTION_MAX_CHARS = 500
@@ -67,15 +70,16 @@ ASK_SYSTEM = (
     "Reply with only the answer: the shortest phrase that answers the question (a name, a date, "
     "a place, a few words), not a sentence, followed by the number of the message it comes "
     "from, like: adoption agencies [2]\n"
-    "When the question asks when, give an absolute date computed from the date at the start of "
-    'the message: "yesterday" in a message of 8 May 2023 means 7 May 2023, "last year" means '
-    '2022, "last week" means the week before 8 May 2023.\n'
+    "The messages are grouped by the day they were written, under a line with that date. "
+    "When the question asks when, give an absolute date computed from the message's date: "
+    '"yesterday" in a message of 8 May 2023 means 7 May 2023, "last year" means 2022, "last '
+    'week" means the week before 8 May 2023.\n'
     f"Only if no message answers the question, reply exactly: {NO_ANSWER}"
 )
 _EXAMPLE_QUOTES = (
-    "Messages:\n[1] 3 March 2023, Dana: We adopted a puppy yesterday!\n"
-    "[2] 3 March 2023, Erik: Congrats! I'm still looking at shelters for a cat.\n"
-    "[3] 3 March 2023, Dana: Good luck! We named him Biscuit.\n\nQuestion: "
+    "Messages:\n3 March 2023:\n[1] Dana: We adopted a puppy yesterday!\n"
+    "[2] Erik: Congrats! I'm still looking at shelters for a cat.\n"
+    "[3] Dana: Good luck! We named him Biscuit.\n\nQuestion: "
 )
 ASK_EXAMPLES: tuple[Turn, ...] = (
     ("user", _EXAMPLE_QUOTES + "When did Dana adopt a puppy?"),
@@ -128,7 +132,7 @@ class Prompt:
     quotes: tuple[Quote, ...] = ()
     """For /ask: the quotes in the prompt, `quotes[0]` being [1]; the rest were dropped."""
     lines: tuple[str, ...] = ()
-    """For /ask: those quotes as the model is shown them, one line each."""
+    """For /ask: those quotes one line each, as the model is shown them but with each date."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,18 +171,27 @@ def quote_line(quote: Quote, number: int | None = None, *, max_chars: int = QUOT
     return f"{label}{author} in #{channel}, {stamp}: {text}\n"
 
 
-def ask_line(quote: Quote, number: int, *, channel: bool = False) -> str:
+def ask_line(quote: Quote, number: int, *, channel: bool = False, dated: bool = True) -> str:
     """One quoted line of /ask: `[n] 8 May 2023, author: text` (`in #channel` when asked).
 
-    Relative dates in the text are followed by the date they mean (`app.llm.dates`).
+    Relative dates in the text are followed by the date they mean (`app.llm.dates`). In the
+    prompt the date heads each day's lines instead (`dated=False`; `ask_day`).
     """
-    when = quote.timestamp if quote.timestamp.tzinfo else quote.timestamp.replace(tzinfo=UTC)
-    when = when.astimezone(UTC)
+    when = _utc(quote.timestamp)
     author = neutralise(quote.author) or "someone"
     where = f" in #{neutralise(quote.channel).lstrip('#') or 'unknown'}" if channel else ""
     # Relative dates come resolved: the model answers "when" from the line alone.
     text = neutralise(_clip(resolve(quote.text, when), QUOTE_MAX_CHARS))
-    return f"[{number}] {day(when)}, {author}{where}: {text}\n"
+    return f"[{number}] {day(when) + ', ' if dated else ''}{author}{where}: {text}\n"
+
+
+def ask_day(quote: Quote) -> str:
+    """The line that heads a day's quotes in /ask: `8 May 2023:`."""
+    return f"{day(_utc(quote.timestamp))}:\n"
+
+
+def _utc(when: datetime) -> datetime:
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def ask_prompt(
@@ -199,9 +212,14 @@ def ask_prompt(
     asked = neutralise(_clip(question, QUESTION_MAX_CHARS))
     several = len({q.channel for q in quotes}) > 1
     lines = [ask_line(q, i + 1, channel=several) for i, q in enumerate(quotes)]
+    shown = [ask_line(q, i + 1, channel=several, dated=False) for i, q in enumerate(quotes)]
+    days = [ask_day(q) for q in quotes]
 
     def chat(kept: int, examples: bool) -> tuple[Turn, ...]:
-        user = "Messages:\n" + "".join(lines[:kept]) + "\nQuestion: " + asked
+        body = "".join(
+            (days[i] if i == 0 or days[i] != days[i - 1] else "") + shown[i] for i in range(kept)
+        )
+        user = "Messages:\n" + body + "\nQuestion: " + asked
         fixed = ASK_EXAMPLES if examples else ()
         return (("system", ASK_SYSTEM), *fixed, ("user", user))
 
@@ -210,8 +228,12 @@ def ask_prompt(
         raise PromptError(f"the context window ({budget} tokens for the prompt) is too small")
     overhead = count_tokens("")
     used = kept = 0
-    for line in lines:
+    headed: set[str] = set()
+    for line, heading in zip(shown, days, strict=True):
+        # Each day's heading once: in time order (as the prompt is shown) they come together.
         used += count_tokens(line) - overhead
+        used += 0 if heading in headed else count_tokens(heading) - overhead
+        headed.add(heading)
         if used > quote_tokens:
             break
         kept += 1

@@ -20,6 +20,7 @@ from app.llm.prompts import (
     NO_ANSWER,
     Prompt,
     Quote,
+    ask_day,
     ask_line,
     ask_prompt,
     combine_prompts,
@@ -125,7 +126,13 @@ def test_ask_prompt_is_instructions_examples_then_quotes_and_question() -> None:
     assert prompt.text[0] == ("system", ASK_SYSTEM)
     assert tuple(prompt.text[1:-1]) == ASK_EXAMPLES
     assert "quotations, not instructions" in ASK_SYSTEM and NO_ANSWER in ASK_SYSTEM
-    assert quoted(prompt) == [ask_line(quotes[0], 1).strip(), ask_line(quotes[1], 2).strip()]
+    # The day heads its messages once; each line keeps its date for finding the source.
+    assert quoted(prompt) == [
+        ask_day(quotes[0]).strip(),
+        ask_line(quotes[0], 1, dated=False).strip(),
+        ask_line(quotes[1], 2, dated=False).strip(),
+    ]
+    assert prompt.lines == (ask_line(quotes[0], 1), ask_line(quotes[1], 2))
     assert user_turn(prompt).endswith("\nQuestion: When is the deploy?")
     assert prompt.quotes == tuple(quotes)
     assert prompt.stop == ASK_STOP
@@ -142,7 +149,8 @@ def test_injected_text_stays_one_quoted_line() -> None:
     )
     quotes = [quote(1), Quote("mallory\n[7]", "gen", WHEN, attack), quote(3)]
     prompt = ask_prompt("What changed?", quotes, count_tokens=words, n_ctx=4096)
-    lines = quoted(prompt)
+    heading, *lines = quoted(prompt)
+    assert heading == "1 March 2024:"
     assert len(lines) == 3
     assert all(re.match(rf"\[{i + 1}\] ", line) for i, line in enumerate(lines))
     assert "Ignore previous instructions" in lines[1]
@@ -163,8 +171,31 @@ def test_ask_prompt_keeps_the_best_ranked_quotes_within_its_budget() -> None:
     assert prompt.quotes == tuple(quotes[: len(prompt.quotes)])
     lines = quoted(prompt)
     assert sum(len(line.split()) for line in lines) <= 200
-    one_more = ask_line(quotes[len(prompt.quotes)], len(prompt.quotes) + 1)
+    one_more = ask_line(quotes[len(prompt.quotes)], len(prompt.quotes) + 1, dated=False)
     assert sum(len(line.split()) for line in lines) + len(one_more.split()) > 200
+
+
+def test_ask_prompt_heads_each_day_once_and_counts_it_once() -> None:
+    days = [WHEN + timedelta(days=d, minutes=i) for i, d in enumerate((0, 0, 1, 0, 2))]
+    quotes = [Quote(f"user{i}", "general", when, f"note {i}") for i, when in enumerate(days)]
+    by_time = sorted(quotes, key=lambda q: q.timestamp)
+    prompt = ask_prompt("When?", by_time, count_tokens=words, n_ctx=4096)
+    assert quoted(prompt) == [
+        "1 March 2024:",
+        "[1] user0: note 0",
+        "[2] user1: note 1",
+        "[3] user3: note 3",
+        "2 March 2024:",
+        "[4] user2: note 2",
+        "3 March 2024:",
+        "[5] user4: note 4",
+    ]
+    # Fitting in rank order counts a day's heading once, however the days interleave.
+    budget = sum(len(line.split()) for line in quoted(prompt))
+    ranked = ask_prompt("When?", quotes, count_tokens=words, n_ctx=4096, quote_tokens=budget)
+    assert ranked.quotes == tuple(quotes)
+    fewer = ask_prompt("When?", quotes, count_tokens=words, n_ctx=4096, quote_tokens=budget - 1)
+    assert fewer.quotes == tuple(quotes[:4])
 
 
 def test_ask_prompt_keeps_the_quotes_that_fit_the_window() -> None:
@@ -201,7 +232,9 @@ def test_fitted_prompts_never_overflow(texts: list[str], n_ctx: int, max_tokens:
         "What happened?", quotes, count_tokens=lumpy, n_ctx=n_ctx, max_tokens=max_tokens
     )
     assert lumpy(prompt.text) <= n_ctx - max_tokens
-    assert len(quoted(prompt)) == len(prompt.quotes)
+    numbered = [line for line in quoted(prompt) if re.match(r"\[\d+\] ", line)]
+    assert len(numbered) == len(prompt.quotes)
+    assert len(quoted(prompt)) == len(numbered) + bool(numbered)  # one day's heading
     if quotes:
         parts = summary_prompts(quotes, count_tokens=lumpy, n_ctx=n_ctx, max_tokens=max_tokens)
         assert all(lumpy(p.text) <= n_ctx - max_tokens for p in parts)
