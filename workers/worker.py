@@ -18,11 +18,12 @@ from arq.worker import Worker, func
 from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
+from app.commands.ask import prime as prime_ask
 from app.commands.delivery import RedisFollowupLedger, Reply
 from app.commands.handlers import HANDLERS
 from app.commands.resources import Resources, open_resources
 from app.discord.shared_limits import SharedLimits
-from app.errors import CommandError, UsageError
+from app.errors import BotError, CommandError, UsageError
 from app.interactions.commands import is_ephemeral
 from app.interactions.invocation import InvalidInvocation, Invocation
 from app.jobs import (
@@ -254,8 +255,17 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["background"] = [
         asyncio.create_task(flusher.run()),
         asyncio.create_task(report_every(ctx, HEARTBEAT_INTERVAL)),
+        # An answer arriving meanwhile waits for the model, as it would behind any answer.
+        asyncio.create_task(_prime(resources)),
     ]
     answers.main_task = asyncio.create_task(answers.main())
+
+
+async def _prime(resources: Resources) -> None:
+    try:
+        await prime_ask(resources)
+    except BotError as exc:
+        logger.warning("could not read /ask's instructions into the model ahead: %s", exc)
 
 
 def _answer_worker(ctx: dict[str, Any]) -> Worker:

@@ -106,6 +106,15 @@ async def ask(resources: Resources, invocation: Invocation, reply: Responder) ->
     return "cut_short" if result.cut_short else "ok"
 
 
+async def prime(resources: Resources) -> None:
+    """Read /ask's fixed instructions and worked examples into the model ahead of the first
+    question (a worker does this as it starts), so the first answer skips them as later
+    answers do."""
+    generator = resources.generator
+    fixed = ask_prompt("", [], count_tokens=generator.count_tokens, n_ctx=generator.n_ctx)
+    await generator.prime(fixed.text)
+
+
 def clean_answer(text: str, quoted: Sequence[StoredMessage]) -> tuple[str, list[StoredMessage]]:
     """The model's answer as members see it, and the quoted messages it cites.
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from app.errors import BotError
-from app.llm.chat import PromptInput, encode_turns, flatten
+from app.llm.chat import PromptFrame, PromptInput, encode_turns, flatten, prompt_frame
 from app.llm.model_file import ModelError
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ TextCallback = Callable[[str], Awaitable[None]]
 """Receives the answer so far, at most once per progress interval."""
 
 FinishReason = Literal["eos", "stop", "length", "deadline", "cancelled"]
-
-_SENTINEL = "\u2063PROMPT\u2063"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +81,6 @@ class Generation:
     finish_reason: FinishReason
     waited: float = 0.0
     """Seconds spent queued behind other generations."""
-
-
-@dataclass(frozen=True, slots=True)
-class PromptFrame:
-    """The tokens around the prompt text: BOS, and the chat template's turn markers."""
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...]
 
 
 @dataclass
@@ -268,6 +258,37 @@ class Generator:
         )
         return result
 
+    def cached(self, prompt: PromptInput) -> int:
+        """How many of the prompt's first tokens the model still holds from what it last read.
+
+        llama.cpp reads only the rest (and always the last token).
+        """
+        llama = self._model()
+        held = llama.input_ids[: llama.n_tokens].tolist()
+        tokens = self.encode(prompt)[:-1]
+        return next(
+            (i for i, (a, b) in enumerate(zip(held, tokens, strict=False)) if a != b),
+            min(len(held), len(tokens)),
+        )
+
+    async def prime(self, prompt: PromptInput) -> None:
+        """Read `prompt` into the model's cache ahead of the generation that starts with it.
+
+        llama.cpp reuses the longest prefix a prompt shares with what it read last, so after
+        this the next prompt starting the same way skips those tokens (a worker primes /ask's
+        fixed instructions and examples at start, so its first answer is as quick as later
+        ones). Not a generation: nothing is reported to `on_generation`.
+        """
+        llama = self._model()
+        tokens = self.encode(prompt)
+        started = time.monotonic()
+        run = _Run(tokens, 1, (), started + self.deadline, self.sampling)
+        async with self._lock:
+            await self._run_thread(llama, run, None)
+        logger.info(
+            "read a %d-token prompt prefix in %.2fs", len(tokens), time.monotonic() - started
+        )
+
     async def _run_thread(
         self, llama: Llama, run: _Run, on_text: TextCallback | None
     ) -> Generation:
@@ -331,31 +352,6 @@ def heap_trimmer() -> Callable[[int], int] | None:
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return trim
-
-
-def prompt_frame(llama: Llama, template: str | None) -> PromptFrame:
-    """The tokens that go before and after the prompt text for this model."""
-    bos = llama.token_bos()
-    wants_bos = llama.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true" and bos >= 0
-    if not template:
-        return PromptFrame((bos,) if wants_bos else (), ())
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    eos = llama.token_eos()
-    formatter = Jinja2ChatFormatter(
-        template=template,
-        bos_token=llama.detokenize([bos], special=True).decode("utf-8") if bos >= 0 else "",
-        eos_token=llama.detokenize([eos], special=True).decode("utf-8") if eos >= 0 else "",
-    )
-    rendered = formatter(messages=[{"role": "user", "content": _SENTINEL}]).prompt
-    if rendered.count(_SENTINEL) != 1:
-        raise ModelError("the model's chat template does not show the user's message exactly once")
-    before, after = rendered.split(_SENTINEL)
-    prefix = llama.tokenize(before.encode("utf-8"), add_bos=False, special=True)
-    if wants_bos and prefix[:1] != [bos]:
-        prefix.insert(0, bos)
-    suffix = llama.tokenize(after.encode("utf-8"), add_bos=False, special=True)
-    return PromptFrame(tuple(prefix), tuple(suffix))
 
 
 def _decode(llama: Llama, run: _Run, sampling: Sampling) -> Generation:

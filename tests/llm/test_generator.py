@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.errors import BotError
-from app.llm.generator import Generation, Generator, Sampling, heap_trimmer, prompt_frame
+from app.llm.chat import prompt_frame
+from app.llm.generator import Generation, Generator, Sampling, heap_trimmer
 from app.llm.model_file import DEFAULT_MODEL, bundled_model_path
 from app.llm.prompts import Quote, ask_prompt, summary_prompts
 from app.settings import Settings
@@ -133,6 +134,31 @@ async def test_generates_an_answer_from_an_ask_prompt(generator: Generator) -> N
         assert not any(s in result.text for s in prompt.stop if s.strip())
         texts.append(result.text)
     assert any(texts)
+
+
+async def test_a_primed_prefix_is_not_read_again(generator: Generator) -> None:
+    quote = Quote("alice", "general", datetime(2024, 3, 1, tzinfo=UTC), "The deploy is Friday.")
+    fixed, asked = (
+        ask_prompt(q, quotes, count_tokens=generator.count_tokens, n_ctx=generator.n_ctx)
+        for q, quotes in (("", []), ("When is the deploy?", [quote]))
+    )
+    pairs = zip(generator.encode(fixed.text), generator.encode(asked.text), strict=False)
+    shared = next(i for i, (a, b) in enumerate(pairs) if a != b)
+    assert shared > len(generator.encode(fixed.text)) // 2  # instructions and examples
+    reported: list[Generation] = []
+    generator.on_generation = reported.append
+    try:
+        await generator.generate("Something else entirely.", max_tokens=2, sampling=GREEDY)
+        assert generator.cached(asked.text) < shared
+        cold = await generator.generate(asked.text, max_tokens=8, stop=asked.stop)
+        await generator.generate("Something else entirely.", max_tokens=2, sampling=GREEDY)
+        await generator.prime(fixed.text)
+        assert generator.cached(asked.text) == shared
+        warm = await generator.generate(asked.text, max_tokens=8, stop=asked.stop)
+    finally:
+        generator.on_generation = None
+    assert warm.text == cold.text  # greedy: reading less changes nothing in the answer
+    assert len(reported) == 4  # priming is not a generation
 
 
 async def test_streams_growing_text_and_returns_sampling_stats(generator: Generator) -> None:

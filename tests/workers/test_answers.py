@@ -3,6 +3,7 @@ SQLite with an embedded index and on Postgres with a Chroma server (tests/engine
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,12 @@ def settings(
 
 
 async def test_a_planted_fact_asked_in_other_words_comes_back_with_its_link(
-    fake_discord: FakeDiscord, server: dict[str, Any], settings: Settings
+    fake_discord: FakeDiscord,
+    server: dict[str, Any],
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="app.llm.generator")
     ask = interaction(
         fake_discord,
         "ask",
@@ -61,6 +66,10 @@ async def test_a_planted_fact_asked_in_other_words_comes_back_with_its_link(
     shown = fake_discord.interaction(ask["token"])
     assert all(m["allowed_mentions"] == {"parse": []} for m in shown.shown() + shown.edits)
     assert fake_discord.violations == []
+    # The worker read /ask's fixed instructions into the model as it started, ahead of it.
+    model = [r.getMessage() for r in caplog.records if r.name == "app.llm.generator"]
+    runs = [line.split()[0] for line in model if line.startswith(("read a ", "generated "))]
+    assert runs == ["read", "generated"]
 
 
 async def test_a_hidden_channel_never_reaches_a_member_without_access(
