@@ -61,6 +61,9 @@ _GENERATED = re.compile(r"generated (\d+) tokens after (\d+) prompt tokens in ([
 _CPU_LABELS = {
     "worker": "the workers",
     "web": "the web process",
+    "postgres": "postgres",
+    "chroma": "chroma",
+    "redis": "redis",
     "bench": "this process (the fake Discord, the clock)",
     "other": "anything else",
     "machine": "the whole machine (/proc/stat)",
@@ -385,13 +388,9 @@ def main(question_count: int = 24, messages: int = 8000) -> dict[str, float]:
         f"{figures['one_llm_tokens']:.1f} / {figures['two_llm_tokens']:.1f}, "
         f"{figures['one_llm_seconds']:.2f} / {figures['two_llm_seconds']:.2f} | |"
     )
-    kinds = ("worker", "web", "postgres", "chroma", "redis", "bench", "other", "machine", "steal")
-    for kind in kinds:
+    for kind, label in _CPU_LABELS.items():
         one_cpu, two_cpu = figures.get(f"one_cpu_{kind}", 0.0), figures.get(f"two_cpu_{kind}", 0.0)
-        print(
-            f"| CPU s per answer, {_CPU_LABELS.get(kind, kind)}: 1 / 2 workers | "
-            f"{one_cpu:.2f} / {two_cpu:.2f} | |"
-        )
+        print(f"| CPU s per answer, {label}: 1 / 2 workers | {one_cpu:.2f} / {two_cpu:.2f} | |")
     lost = figures["one_lost"] + figures["two_lost"]
     twice = figures["one_not_once"] + figures["two_not_once"]
     print(f"| lost / not exactly once | {lost:.0f} / {twice:.0f} | 0 / 0 |")

@@ -160,10 +160,7 @@ def neutralise(text: str) -> str:
 
 def quote_line(quote: Quote, number: int | None = None, *, max_chars: int = QUOTE_MAX_CHARS) -> str:
     """One quoted line: `[n] author in #channel, date: text`."""
-    when = quote.timestamp
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _utc(quote.timestamp).strftime("%Y-%m-%d %H:%M UTC")
     author = neutralise(quote.author) or "someone"
     channel = neutralise(quote.channel).lstrip("#") or "unknown"
     text = neutralise(_clip(quote.text, max_chars))
@@ -211,7 +208,6 @@ def ask_prompt(
     budget = _budget(n_ctx, max_tokens)
     asked = neutralise(_clip(question, QUESTION_MAX_CHARS))
     several = len({q.channel for q in quotes}) > 1
-    lines = [ask_line(q, i + 1, channel=several) for i, q in enumerate(quotes)]
     shown = [ask_line(q, i + 1, channel=several, dated=False) for i, q in enumerate(quotes)]
     days = [ask_day(q) for q in quotes]
 
@@ -246,7 +242,7 @@ def ask_prompt(
         max_tokens=max_tokens,
         stop=ASK_STOP,
         quotes=tuple(quotes[:kept]),
-        lines=tuple(lines[:kept]),
+        lines=tuple(ask_line(q, i + 1, channel=several) for i, q in enumerate(quotes[:kept])),
     )
 
 
