@@ -1,6 +1,6 @@
 """Answer quality on real conversations: /search evidence recall, /ask citations and token F1.
 
-    python -m bench.quality [--asks-per-category 20] [--conversations N]
+    python -m bench.quality [--asks-per-category 20 | --asks N] [--conversations N]
 
 Data: the dev split of LoCoMo (Maharana et al., "Evaluating Very Long-Term
 Conversational Memory of LLM Agents", ACL 2024; snap-research/LoCoMo, CC BY-NC
@@ -15,11 +15,14 @@ signed interactions to `python -m app web` and `python -m app worker`:
 - `/search` (limit 10) for every answerable question (categories 1-4):
   evidence recall@1/@5/@10, by category, and the same recall for plain dense
   search over the same index (the vector index alone), as a ratio;
-- `/ask` for a deterministic sample of each category: the share whose sources
+- `/ask` for a deterministic sample of each category (or, with `--asks N`, of
+  N questions drawn from all categories alike): the share whose sources
   cite an evidence message, token F1 of the answer (before the sources) against
   the gold answer, the share of category 5 (unanswerable) questions answered
   with "the messages do not say", and time to first visible text and to the
-  final answer.
+  final answer. A sample of each category over-weights the rare ones, so the
+  report also gives the figures for all answerable questions of the split,
+  each category weighted by its share of them, with their standard error.
 """
 
 from __future__ import annotations
@@ -161,8 +164,13 @@ def main(
     conversations: int | None = None,
     seed_value: int = 7,
     dump: Path | None = None,
+    asks: int | None = None,
 ) -> None:
-    """Run the benchmark and print its tables; `dump` gets every /ask as a JSON line."""
+    """Run the benchmark and print its tables; `dump` gets every /ask as a JSON line.
+
+    `asks` replaces the per-category sample with that many questions drawn from all of them,
+    so each category comes in its own share.
+    """
     sys.path.insert(0, str(ROOT))
     from app.cli.foreground import sync
     from app.cli.redis_server import RedisServer
@@ -210,11 +218,14 @@ def main(
         by_category: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for q in questions:
             by_category[q["category"]].append(q)
-        sample = [
-            q
-            for c in sorted(by_category)
-            for q in rng.sample(by_category[c], min(asks_per_category, len(by_category[c])))
-        ]
+        if asks is None:
+            sample = [
+                q
+                for c in sorted(by_category)
+                for q in rng.sample(by_category[c], min(asks_per_category, len(by_category[c])))
+            ]
+        else:
+            sample = rng.sample(questions, min(asks, len(questions)))
         with RedisServer(Path(tmp) / "redis", persist=False) as redis:
             env["REDIS_URL"] = redis.url
             processes = [
@@ -337,6 +348,7 @@ def _report(
     print("| /ask | questions | cites evidence | token F1 | says the messages do not say |")
     print("| --- | ---: | ---: | ---: | ---: |")
     totals: dict[str, list[float]] = defaultdict(list)
+    by_category: dict[int, dict[str, list[float]]] = {}
     for category in (1, 2, 3, 4, 5):
         group = [r for r in asked if r["q"]["category"] == category]
         if not group:
@@ -354,6 +366,7 @@ def _report(
         totals["cited"] += [float(c) for c in cited]
         totals["f1"] += f1
         totals["false_refusal"] += [float(x) for x in refused]
+        by_category[category] = {"cited": [float(c) for c in cited], "f1": f1}
         print(
             f"| {category} {CATEGORIES[category]} | {len(group)} | {statistics.mean(cited):.3f} "
             f"| {statistics.mean(f1):.3f} | ({statistics.mean(refused):.3f} refused) |"
@@ -363,6 +376,13 @@ def _report(
         f"| **{statistics.mean(totals['f1']):.3f}** | "
         f"**{statistics.mean(totals['refusal5'] or [0.0]):.3f}** (category 5) |"
     )
+    shares = {c: sum(1 for r in searched if r["q"]["category"] == c) for c in by_category}
+    cited_all, cited_error = _weighted([(shares[c], g["cited"]) for c, g in by_category.items()])
+    f1_all, f1_error = _weighted([(shares[c], g["f1"]) for c, g in by_category.items()])
+    print(
+        f"| all {len(searched)} answerable (weighted) | {len(totals['f1'])} "
+        f"| {cited_all:.3f} ± {cited_error:.3f} | {f1_all:.3f} ± {f1_error:.3f} | |"
+    )
     firsts = [r["first"] for r in asked]
     finals = [r["final"] for r in asked]
     print(
@@ -370,6 +390,24 @@ def _report(
         f"(max {max(firsts):.2f}); to the final answer p50 {statistics.median(finals):.2f} s "
         f"(max {max(finals):.2f})"
     )
+
+
+def _weighted(groups: list[tuple[int, list[float]]]) -> tuple[float, float]:
+    """A stratified sample's estimate of the whole population's mean, and its standard error.
+
+    Each group is (its size in the population, the sampled values); the sample asks the same
+    number of every category, so the plain mean over-weights the rare ones.
+    """
+    total = sum(size for size, values in groups if values)
+    if not total:
+        return 0.0, 0.0
+    mean = sum(size / total * statistics.mean(values) for size, values in groups if values)
+    variance = sum(
+        (size / total) ** 2 * statistics.variance(values) / len(values)
+        for size, values in groups
+        if len(values) > 1
+    )
+    return mean, variance**0.5
 
 
 def _answer_part(text: str) -> str:
@@ -384,7 +422,15 @@ def _source_links(text: str) -> list[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--asks-per-category", type=int, default=20)
+    parser.add_argument(
+        "--asks", type=int, default=None, help="ask this many questions drawn from all categories"
+    )
     parser.add_argument("--conversations", type=int, default=None)
     parser.add_argument("--dump", type=Path, default=None, help="write every /ask as JSON lines")
     arguments = parser.parse_args()
-    main(arguments.asks_per_category, arguments.conversations, dump=arguments.dump)
+    main(
+        arguments.asks_per_category,
+        arguments.conversations,
+        dump=arguments.dump,
+        asks=arguments.asks,
+    )
