@@ -176,16 +176,20 @@ def attributed(
     A question about Ana answered only from Ben's messages that are not about her is about
     the wrong person ("what did Ana paint?" when Ben painted): the messages do not say. Ben's
     message is about Ana when it names her other than in a greeting ("hey Ana!"), or speaks
-    to her ("your painting is lovely").
+    to her ("your painting is lovely"). Ana's own message is about her unless it only asks
+    Ben something ("Wow! What got you into running?").
     """
     names = {name.lower() for name in named.values()}
     if len(names) != 1 or not cited:
         return True
     (name,) = names
-    if question is not None and _RELATIVE_OF.search(question.replace("\u2019", "'")):
-        # "Ana's friend", "Ana's kids": the answer is about someone else, by design.
+    if question is not None and _FRIEND_OF.search(question.replace("\u2019", "'")):
+        # "Ana's friend", "Ana's colleague": the answer may be that person's own message.
         return True
-    return any(m.author_id in named or _about(m.index_text, name) for m in cited)
+    return any(
+        not _only_asks(m.content) if m.author_id in named else _about(m.index_text, name)
+        for m in cited
+    )
 
 
 def sources(cited: Sequence[StoredMessage], hits: Sequence[StoredMessage]) -> str:
@@ -266,17 +270,33 @@ _GREETING = re.compile(
     r"[,!]?$",
     re.I,
 )
-# Someone close to the person a question names: "Ana's friend", "her kids".
-_RELATIVE_OF = re.compile(
-    r"'s\s+(?:\w+\s+)?(?:friends?|family|mom|mother|dad|father|parents?|husband|wife|partner|"
-    r"kids?|children|child|sons?|daughters?|sisters?|brothers?|siblings?|grand\w+|boss|"
-    r"colleagues?|co-?workers?|team|group|band|neighbou?rs?|dog|cat|pet)\b",
-    re.I,
+# Someone a question names may know who is not family: "Ana's friend" may be Ben himself.
+# About her family ("Ana's kids"), her own messages or those about her tell.
+_FRIEND_OF = re.compile(
+    r"'s\s+(?:\w+\s+)?(?:friends?|colleagues?|co-?workers?|neighbou?rs?|boss)\b", re.I
 )
 _YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 # A message about its author's own life ("I've been running") that asks "how about you?"
 # is still about its author.
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself)\b", re.I)
+
+
+_WE = re.compile(r"\b(?:we|we're|we've|we'd|we'll|us|our|ours|ourselves)\b", re.I)
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+
+
+def _only_asks(text: str) -> bool:
+    """Whether a message only asks the other person something: "Nice! Did you like it?".
+
+    It speaks to someone, asks, says nothing of its author, and says nothing else beyond an
+    exclamation of a few words.
+    """
+    if not (_YOU.search(text) and "?" in text):
+        return False
+    if _FIRST_PERSON.search(text) or _WE.search(text):
+        return False
+    statements = [s for s in _SENTENCE.findall(text) if s.strip() and not s.strip().endswith("?")]
+    return all(len(s.split()) <= 3 for s in statements)
 
 
 def _about(text: str, name: str) -> bool:

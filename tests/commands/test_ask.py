@@ -60,9 +60,20 @@ def test_an_answer_about_the_wrong_person_is_not_attributed() -> None:
     assert not attributed([by_ben], ana)
     assert attributed([about_ana], ana) and attributed([to_ana], ana)
     assert attributed([by_ben, by_ana], ana)
-    # About someone close to her, the answer is someone else's by design.
+    # Her friend may be the one who answers; her family is told of by her or about her.
     assert attributed([by_ben], ana, "When did Ana's best friend adopt a child?")
+    assert attributed([by_ben], ana, "What did Ana\u2019s colleague paint?")
     assert not attributed([by_ben], ana, "What did Ana paint?")
+    assert not attributed([by_ben], ana, "What did Ana's son paint?")
+    assert attributed([by_ana], ana, "What did Ana's son paint?")
+    # Her own message that only asks Ben something says nothing of her.
+    asks_ben = message(5, "Wow! What got you into painting lakes?")
+    assert not attributed([asks_ben], ana, "What got Ana into painting lakes?")
+    assert not attributed([message(6, "Nice, Ben! Did your kids like the lake?")], ana)
+    # Asking back after saying something of herself, or of her family, still counts.
+    assert attributed([message(7, "Painting lakes calms me down. Do you paint?")], ana)
+    assert attributed([message(8, "We love that lake! Have you been?")], ana)
+    assert attributed([message(9, "Painted a lake this morning, so relaxing. You?")], ana)
     # Nothing cited, or not exactly one member named: nothing to check.
     assert attributed([], ana)
     assert attributed([by_ben], {"u-ana": "Ana", "u-ben": "Ben"})
