@@ -270,8 +270,8 @@ _GREETING = re.compile(
     r"[,!]?$",
     re.I,
 )
-# Someone a question names may know who is not family: "Ana's friend" may be Ben himself.
-# About her family ("Ana's kids"), her own messages or those about her tell.
+# Someone outside a member's family, named through them: "Ana's friend" may be Ben himself,
+# whose own messages then answer. About her family ("Ana's kids"), hers or those about her do.
 _FRIEND_OF = re.compile(
     r"'s\s+(?:\w+\s+)?(?:friends?|colleagues?|co-?workers?|neighbou?rs?|boss)\b", re.I
 )
@@ -279,8 +279,6 @@ _YOU = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 # A message about its author's own life ("I've been running") that asks "how about you?"
 # is still about its author.
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself)\b", re.I)
-
-
 _WE = re.compile(r"\b(?:we|we're|we've|we'd|we'll|us|our|ours|ourselves)\b", re.I)
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 
