@@ -347,8 +347,9 @@ def _report(
         return
     print("| /ask | questions | cites evidence | token F1 | says the messages do not say |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    totals: dict[str, list[float]] = defaultdict(list)
-    by_category: dict[int, dict[str, list[float]]] = {}
+    # Per answerable category, each answer's figures; the rows for 1-4 are made from these.
+    scored: dict[int, dict[str, list[float]]] = {}
+    refusal5: list[float] = [0.0]
     for category in (1, 2, 3, 4, 5):
         group = [r for r in asked if r["q"]["category"] == category]
         if not group:
@@ -357,30 +358,29 @@ def _report(
         refused = [bool(_REFUSAL.search(a)) for a in answers]
         if category == 5:
             print(f"| 5 {CATEGORIES[5]} | {len(group)} | | | {sum(refused) / len(group):.3f} |")
-            totals["refusal5"] = [float(x) for x in refused]
+            refusal5 = [float(x) for x in refused]
             continue
-        cited = [bool(r["q"]["wanted"] & set(_source_links(r["text"]))) for r in group]
+        cited = [float(bool(r["q"]["wanted"] & set(_source_links(r["text"])))) for r in group]
         f1 = [
             token_f1(a, str(r["q"].get("answer", ""))) for a, r in zip(answers, group, strict=True)
         ]
-        totals["cited"] += [float(c) for c in cited]
-        totals["f1"] += f1
-        totals["false_refusal"] += [float(x) for x in refused]
-        by_category[category] = {"cited": [float(c) for c in cited], "f1": f1}
+        scored[category] = {"cited": cited, "f1": f1}
         print(
             f"| {category} {CATEGORIES[category]} | {len(group)} | {statistics.mean(cited):.3f} "
             f"| {statistics.mean(f1):.3f} | ({statistics.mean(refused):.3f} refused) |"
         )
+    all_cited = [x for g in scored.values() for x in g["cited"]]
+    all_f1 = [x for g in scored.values() for x in g["f1"]]
     print(
-        f"| **1-4** | {len(totals['f1'])} | **{statistics.mean(totals['cited']):.3f}** "
-        f"| **{statistics.mean(totals['f1']):.3f}** | "
-        f"**{statistics.mean(totals['refusal5'] or [0.0]):.3f}** (category 5) |"
+        f"| **1-4** | {len(all_f1)} | **{statistics.mean(all_cited):.3f}** "
+        f"| **{statistics.mean(all_f1):.3f}** | "
+        f"**{statistics.mean(refusal5):.3f}** (category 5) |"
     )
-    shares = {c: sum(1 for r in searched if r["q"]["category"] == c) for c in by_category}
-    cited_all, cited_error = _weighted([(shares[c], g["cited"]) for c, g in by_category.items()])
-    f1_all, f1_error = _weighted([(shares[c], g["f1"]) for c, g in by_category.items()])
+    shares = {c: sum(1 for r in searched if r["q"]["category"] == c) for c in scored}
+    cited_all, cited_error = _weighted([(shares[c], g["cited"]) for c, g in scored.items()])
+    f1_all, f1_error = _weighted([(shares[c], g["f1"]) for c, g in scored.items()])
     print(
-        f"| all {len(searched)} answerable (weighted) | {len(totals['f1'])} "
+        f"| all {len(searched)} answerable (weighted) | {len(all_f1)} "
         f"| {cited_all:.3f} ± {cited_error:.3f} | {f1_all:.3f} ± {f1_error:.3f} | |"
     )
     firsts = [r["first"] for r in asked]
